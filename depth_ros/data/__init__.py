@@ -1,0 +1,1 @@
+"""depth_ros.data"""
