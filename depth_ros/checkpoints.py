@@ -1,0 +1,364 @@
+"""Checkpoints: official model ids, download, loading and atomic saving in the official layout.
+
+One place for everything that turns a file, a short model id or a Hugging Face repository into weights:
+
+* official Depth Anything V2 ``.pth`` files (Yang et al. 2024, github.com/DepthAnything/Depth-Anything-V2): plain
+  state dicts with ``pretrained.*`` (DINOv2 encoder) and ``depth_head.*`` (DPT head) keys;
+* checkpoints written by depth_ros training: the same keys plus :class:`CheckpointMetadata`, as ``.safetensors``
+  (metadata in the header) or ``.pth`` (metadata under the extra key ``_depth_ros_metadata``);
+* short model ids (``da2-metric-indoor-small`` ...) fetched with huggingface_hub into its cache on first use.
+
+Files are always read with ``torch.load(weights_only=True)`` or safetensors: no pickled objects are executed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from depth_ros.models import ENCODERS, MODEL_CONFIGS, DepthAnythingV2
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "_depth_ros_metadata"
+OFFICIAL_INPUT_SIZE = 518
+PATCH_SIZE = 14
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be found, read or matched to the model; the message names the file and the problem."""
+
+
+def network_size(height: int, width: int, input_size: int) -> tuple[int, int]:
+    """Network input size for an image, as the reference ``Resize`` (keep aspect ratio, ``lower_bound``, x14).
+
+    Both sides are scaled by the same factor so that the shorter one reaches ``input_size``, then each is rounded to
+    the nearest multiple of 14 (half to even, as numpy), rounding up instead when that would fall below
+    ``input_size``. Source: Depth-Anything-V2 ``depth_anything_v2/util/transform.py``.
+
+    Args:
+        height: image height in pixels.
+        width: image width in pixels.
+        input_size: lower bound for both network sides, a multiple of 14.
+
+    Returns:
+        ``(net_height, net_width)`` in pixels, both multiples of 14 and >= ``input_size``.
+
+    Raises:
+        ValueError: for an image smaller than one 14x14 patch or an input size that is not a positive multiple of 14.
+    """
+    if input_size <= 0 or input_size % PATCH_SIZE:
+        raise ValueError(f"input_size must be a positive multiple of {PATCH_SIZE}, got {input_size}")
+    if min(height, width) < PATCH_SIZE:
+        raise ValueError(f"image of {width}x{height} px is too small: both sides must be >= {PATCH_SIZE} px")
+    scale = max(input_size / height, input_size / width)
+
+    def to_multiple(x: float) -> int:
+        y = int(round(x / PATCH_SIZE) * PATCH_SIZE)  # Python round is half-to-even, like np.round
+        if y < input_size:
+            y = int(-(-x // PATCH_SIZE) * PATCH_SIZE)
+        return y
+
+    return to_multiple(scale * height), to_multiple(scale * width)
+
+
+def network_focal(fx: float, width: int, height: int, input_size: int) -> float:
+    """Horizontal focal length in pixels at network input for a camera with ``fx`` px at ``width`` x ``height``."""
+    return fx * network_size(height, width, input_size)[1] / width
+
+
+@dataclass(frozen=True)
+class CheckpointMetadata:
+    """What is needed to rebuild and use a model from its weights file alone.
+
+    Attributes:
+        encoder: DINOv2 size, one of ``vits``, ``vitb``, ``vitl``, ``vitg``.
+        head: ``metric`` (sigmoid x max_depth, metres) or ``relative`` (ReLU, affine-invariant inverse depth).
+        max_depth: metric range of the sigmoid head in metres (ignored by relative models).
+        input_size: short-side network input size in pixels used in training (multiple of 14).
+        train_focal_px: horizontal focal length in pixels *at network input* of the training camera(s), or None
+            when unknown (no focal correction is then possible).
+    """
+
+    encoder: str
+    head: str
+    max_depth: float
+    input_size: int = OFFICIAL_INPUT_SIZE
+    train_focal_px: float | None = None
+
+    def __post_init__(self):
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; expected one of {', '.join(ENCODERS)}")
+        if self.head not in ("metric", "relative"):
+            raise ValueError(f"unknown head {self.head!r}; expected 'metric' or 'relative'")
+        if not self.max_depth > 0:
+            raise ValueError(f"max_depth must be > 0 m, got {self.max_depth}")
+
+
+@dataclass(frozen=True)
+class OfficialModel:
+    """An official Depth Anything V2 checkpoint on the Hugging Face hub."""
+
+    repo_id: str
+    filename: str
+    metadata: CheckpointMetadata
+    licence: str
+
+
+# Training cameras of the official metric models: Hypersim 886.81 px at 1024x768, Virtual KITTI 2 725.0087 px at
+# 1242x375, both trained at 518 px (Depth-Anything-V2 metric_depth/README and dataset code).
+HYPERSIM_FOCAL = network_focal(886.81, 1024, 768, OFFICIAL_INPUT_SIZE)
+VKITTI_FOCAL = network_focal(725.0087, 1242, 375, OFFICIAL_INPUT_SIZE)
+_SIZES = {"small": ("vits", "Small", "Apache-2.0"), "base": ("vitb", "Base", "CC-BY-NC-4.0"),
+          "large": ("vitl", "Large", "CC-BY-NC-4.0")}
+
+
+def _official_models() -> dict[str, OfficialModel]:
+    models = {}
+    for size, (encoder, name, licence) in _SIZES.items():
+        models[f"da2-relative-{size}"] = OfficialModel(
+            f"depth-anything/Depth-Anything-V2-{name}", f"depth_anything_v2_{encoder}.pth",
+            CheckpointMetadata(encoder, "relative", 1.0), licence)
+        for scene, dataset, max_depth, focal in (("indoor", "Hypersim", 20.0, HYPERSIM_FOCAL),
+                                                 ("outdoor", "VKITTI", 80.0, VKITTI_FOCAL)):
+            models[f"da2-metric-{scene}-{size}"] = OfficialModel(
+                f"depth-anything/Depth-Anything-V2-Metric-{dataset}-{name}",
+                f"depth_anything_v2_metric_{dataset.lower()}_{encoder}.pth",
+                CheckpointMetadata(encoder, "metric", max_depth, OFFICIAL_INPUT_SIZE, focal), licence)
+    return models
+
+
+OFFICIAL_MODELS = _official_models()
+_BY_FILENAME = {m.filename: m for m in OFFICIAL_MODELS.values()}
+
+
+def resolve(path_or_id: str | os.PathLike) -> tuple[Path, CheckpointMetadata | None]:
+    """Local path of a checkpoint given as a file path or an official model id, downloading it when needed.
+
+    Returns:
+        The file path and the metadata known for it from the official table (None for other files).
+
+    Raises:
+        CheckpointError: unknown id or path, or an official file that is neither cached nor downloadable (the
+            message says which file to fetch and where to put it).
+    """
+    text = str(path_or_id)
+    if text in OFFICIAL_MODELS:
+        official = OFFICIAL_MODELS[text]
+        return _download(text, official), official.metadata
+    path = Path(text).expanduser()
+    if not path.exists():
+        known = ", ".join(OFFICIAL_MODELS)
+        raise CheckpointError(f"{path}: no such checkpoint file (or give a model id: {known})")
+    official = _BY_FILENAME.get(path.name)
+    return path, official.metadata if official else None
+
+
+def _download(model_id: str, official: OfficialModel) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(official.repo_id, official.filename))
+    except Exception as exc:  # offline, no network, hub error: all end in the same instruction
+        url = f"https://huggingface.co/{official.repo_id}/resolve/main/{official.filename}"
+        raise CheckpointError(
+            f"model {model_id!r} is not in the Hugging Face cache and could not be downloaded "
+            f"({type(exc).__name__}); fetch {url} on a connected machine and pass the file's path as the "
+            f"checkpoint, or put it in the cache with `hf download {official.repo_id} {official.filename}`"
+        ) from exc
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], CheckpointMetadata | None]:
+    """Read a state dict (``.pth`` or ``.safetensors``) and the depth_ros metadata it carries, if any.
+
+    Accepts official files, depth_ros files and training checkpoints that wrap the weights under ``model`` or
+    ``state_dict`` (DDP ``module.`` prefixes removed). Never unpickles objects (``weights_only=True``).
+
+    Raises:
+        CheckpointError: missing, truncated or unreadable file, or no tensors in it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    metadata = None
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                state = {k: f.get_tensor(k) for k in f.keys()}
+                header = (f.metadata() or {}).get(METADATA_KEY)
+            metadata = _metadata_from_dict(json.loads(header), path) if header else None
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint: the file is truncated or not a checkpoint "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+    for wrapper in ("model", "state_dict"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if METADATA_KEY in state:
+        metadata = _metadata_from_dict(state.pop(METADATA_KEY), path)
+    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise CheckpointError(f"{path}: no tensors found in the checkpoint")
+    return state, metadata
+
+
+def _metadata_from_dict(values: dict, path: Path) -> CheckpointMetadata:
+    try:
+        return CheckpointMetadata(**values)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid depth_ros metadata: {exc}") from exc
+
+
+def save_checkpoint(path: str | os.PathLike, weights: torch.nn.Module | dict[str, torch.Tensor],
+                    metadata: CheckpointMetadata) -> Path:
+    """Write weights in the official key layout plus ``metadata``, atomically.
+
+    The file is written under a temporary name in the same folder and renamed over ``path`` only when complete, so a
+    crash or kill mid-write leaves any previous file at ``path`` intact.
+
+    Args:
+        path: ``*.safetensors`` (metadata in the header) or any other name (``torch.save``, metadata under
+            ``_depth_ros_metadata``).
+        weights: a :class:`DepthAnythingV2` (or a compiled/wrapped one) or its state dict.
+        metadata: what :func:`build_model` needs to rebuild the model.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    module = getattr(weights, "_orig_mod", weights)  # torch.compile wrapper
+    state = module.state_dict() if isinstance(module, torch.nn.Module) else dict(module)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state, tmp, metadata={METADATA_KEY: json.dumps(asdict(metadata))})
+        else:
+            torch.save({**state, METADATA_KEY: asdict(metadata)}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _infer_metadata(path: Path, state: dict[str, torch.Tensor], max_depth: float | None) -> CheckpointMetadata:
+    """Metadata for a file without any: encoder from the embedding width, head from the file name / max_depth."""
+    cls_token = state.get("pretrained.cls_token")
+    widths = {MODEL_CONFIGS[e].embed_dim: e for e in ENCODERS}
+    if cls_token is None or cls_token.shape[-1] not in widths:
+        raise CheckpointError(f"{path}: not a Depth Anything V2 checkpoint (no usable 'pretrained.cls_token')")
+    encoder = widths[cls_token.shape[-1]]
+    name = path.name.lower()
+    if max_depth is None and "metric" in name:
+        max_depth = 80.0 if re.search("vkitti|outdoor", name) else 20.0
+    if max_depth is None:
+        return CheckpointMetadata(encoder, "relative", 1.0)
+    return CheckpointMetadata(encoder, "metric", max_depth)
+
+
+def build_model(path_or_id: str | os.PathLike, encoder: str | None = None,
+                max_depth: float | None = None) -> tuple[DepthAnythingV2, CheckpointMetadata]:
+    """Build a :class:`DepthAnythingV2` and load a checkpoint into it with ``strict=True``.
+
+    Metadata comes, in this order, from the file itself, the official model table, or is inferred (encoder from the
+    embedding width; metric when the file name says ``metric`` or ``max_depth`` is given, else relative).
+    ``encoder`` and ``max_depth`` override it.
+
+    Raises:
+        CheckpointError: unreadable file, or weights that do not match the model (names the first mismatched keys).
+    """
+    path, official = resolve(path_or_id)
+    state, metadata = load_checkpoint(path)
+    metadata = metadata or official or _infer_metadata(path, state, max_depth)
+    overrides = {k: v for k, v in (("encoder", encoder), ("max_depth", max_depth)) if v is not None}
+    if overrides:
+        metadata = CheckpointMetadata(**{**asdict(metadata), **overrides})
+    model = DepthAnythingV2(metadata.encoder, metadata.head, metadata.max_depth)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)) if items]
+        raise CheckpointError(f"{path}: weights do not match a {metadata.encoder} {metadata.head} model: "
+                              + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+    log.info("loaded %s (%s, %s head, max_depth %.1f m)", path, metadata.encoder, metadata.head, metadata.max_depth)
+    return model, metadata
+
+
+class TransformersDepthModel(torch.nn.Module):
+    """A Hugging Face ``AutoModelForDepthEstimation`` behind the :class:`DepthAnythingV2` forward contract.
+
+    ``forward(x)``: x (B,3,H,W) ImageNet-normalised RGB, H and W multiples of 14 -> (B,H,W) metres (metric models)
+    or relative inverse depth. The wrapped model is ``.hf_model``.
+    """
+
+    def __init__(self, hf_model: torch.nn.Module):
+        super().__init__()
+        self.hf_model = hf_model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hf_model(pixel_values=x).predicted_depth
+
+
+def is_transformers_source(path_or_id: str | os.PathLike) -> bool:
+    """True for a local transformers model folder (has ``config.json``) or a hub id like ``owner/name``."""
+    text = str(path_or_id)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return (path / "config.json").is_file()
+    return not path.exists() and text not in OFFICIAL_MODELS and re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None
+
+
+def build_transformers_model(path_or_id: str | os.PathLike) -> tuple[TransformersDepthModel, CheckpointMetadata]:
+    """Load a transformers depth model (local folder or hub id, e.g. ``depth-anything/Depth-Anything-V2-Metric-
+    Indoor-Small-hf``) and describe it with :class:`CheckpointMetadata`.
+
+    The training focal length is known for the official metric models (``Indoor`` = Hypersim, ``Outdoor`` =
+    Virtual KITTI 2, by name); for others it is None and no focal correction is applied.
+
+    Raises:
+        CheckpointError: transformers missing, or the model cannot be found, downloaded or loaded.
+    """
+    try:
+        from transformers import AutoModelForDepthEstimation
+    except ImportError as exc:
+        raise CheckpointError(f"{path_or_id}: loading transformers models needs `pip install transformers`") from exc
+    try:
+        hf_model = AutoModelForDepthEstimation.from_pretrained(str(path_or_id))
+    except Exception as exc:
+        raise CheckpointError(f"{path_or_id}: cannot load transformers depth model "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    config = hf_model.config
+    head = "metric" if getattr(config, "depth_estimation_type", "relative") == "metric" else "relative"
+    width = getattr(getattr(config, "backbone_config", None), "hidden_size", None)
+    encoder = {MODEL_CONFIGS[e].embed_dim: e for e in ENCODERS}.get(width, "vits")
+    name = str(path_or_id).lower()
+    focal = None
+    if head == "metric":
+        focal = HYPERSIM_FOCAL if re.search("indoor|hypersim", name) else (
+            VKITTI_FOCAL if re.search("outdoor|vkitti", name) else None)
+    max_depth = float(getattr(config, "max_depth", None) or 1.0)
+    return TransformersDepthModel(hf_model), CheckpointMetadata(encoder, head, max_depth, OFFICIAL_INPUT_SIZE, focal)

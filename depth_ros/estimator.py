@@ -1,0 +1,214 @@
+"""DepthEstimator: RGB image in, metric depth in metres out, shared by the node, the bag tools and training.
+
+Preprocessing follows the reference ``DepthAnythingV2.infer_image`` (github.com/DepthAnything/Depth-Anything-V2):
+RGB scaled to [0, 1], resized keeping the aspect ratio so the short side reaches ``input_size`` (both sides multiples
+of 14, bicubic), normalised with the ImageNet mean/std; the network output is upsampled bilinearly
+(``align_corners=True``) back to the image size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from depth_ros.checkpoints import (
+    OFFICIAL_INPUT_SIZE,
+    CheckpointMetadata,
+    build_model,
+    build_transformers_model,
+    is_transformers_source,
+    network_size,
+)
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def select_device(device: str = "auto") -> torch.device:
+    """``auto`` -> first CUDA GPU if there is one, else CPU; otherwise ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ValueError: an unknown device string or a CUDA device that is not available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if chosen.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+    return chosen
+
+
+class DepthEstimator:
+    """Monocular depth from RGB images with a Depth Anything V2 (or transformers) model.
+
+    Build it with :meth:`from_checkpoint`. :meth:`infer` maps an HxWx3 uint8 RGB image to an HxW float32 depth map
+    in metres (metric models) or relative inverse depth (relative models) at the image's resolution.
+
+    Focal-length correction (metric models): a metric network learns depth for the focal length of its training
+    camera, so with another camera its depth is off by the ratio of the focal lengths. With ``fx`` given (pixels, at
+    the image's resolution) and ``focal_correction`` on, the output is scaled by
+    ``fx_at_network_input / train_focal_px`` (both at network input). Relative models ignore ``fx``.
+
+    Attributes:
+        model: the torch module (``DepthAnythingV2`` or a transformers wrapper), eval mode, on ``device``.
+        metadata: :class:`CheckpointMetadata` of the weights.
+        device: torch device the model runs on.
+        input_size: short-side network input size in pixels (multiple of 14).
+        precision: ``fp32``, ``fp16`` or ``bf16`` (the latter two via autocast).
+        focal_correction: whether ``fx`` rescales metric output.
+    """
+
+    def __init__(self, model: torch.nn.Module, metadata: CheckpointMetadata, device: str = "auto",
+                 precision: str = "fp32", input_size: int = OFFICIAL_INPUT_SIZE, focal_correction: bool = True,
+                 compile: bool = False):
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        network_size(input_size, input_size, input_size)  # validates input_size
+        self.device = select_device(device)
+        self.precision = precision
+        self.input_size = input_size
+        self.metadata = metadata
+        self.focal_correction = focal_correction
+        self.model = model.to(self.device).eval()
+        self._forward_module = torch.compile(self.model) if compile else self.model
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_checkpoint(cls, path_or_id: str | os.PathLike, encoder: str | None = None,
+                        max_depth: float | None = None, device: str = "auto", precision: str = "fp32",
+                        input_size: int = OFFICIAL_INPUT_SIZE, focal_correction: bool = True,
+                        compile: bool = False) -> DepthEstimator:
+        """Build an estimator from a checkpoint file, an official model id, or a transformers folder / hub id.
+
+        Args:
+            path_or_id: ``.pth`` / ``.safetensors`` file, an id of :data:`depth_ros.checkpoints.OFFICIAL_MODELS`
+                (downloaded with huggingface_hub on first use), or a transformers model folder / hub id.
+            encoder: override of the encoder stored in / inferred from the checkpoint.
+            max_depth: override of the metric head's range in metres.
+            device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+            precision: ``fp32``, ``fp16`` or ``bf16``.
+            input_size: short-side network input in pixels, multiple of 14.
+            focal_correction: rescale metric depth by the focal-length ratio when ``fx`` is given.
+            compile: wrap the model in ``torch.compile``.
+
+        Raises:
+            CheckpointError: the checkpoint cannot be found, read or matched to the model.
+            ValueError: bad device, precision or input size.
+        """
+        if is_transformers_source(path_or_id):
+            model, metadata = build_transformers_model(path_or_id)
+        else:
+            model, metadata = build_model(path_or_id, encoder=encoder, max_depth=max_depth)
+        return cls(model, metadata, device=device, precision=precision, input_size=input_size,
+                   focal_correction=focal_correction, compile=compile)
+
+    @property
+    def is_metric(self) -> bool:
+        """True when the output is metric depth in metres (else relative inverse depth)."""
+        return self.metadata.head == "metric"
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """Network input ``(height, width)`` for an image of that size; see :func:`checkpoints.network_size`."""
+        return network_size(height, width, self.input_size)
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """HxWx3 uint8 RGB -> (1,3,h,w) float32 normalised tensor on the device, h and w from :meth:`network_size`.
+
+        Raises:
+            ValueError: not an HxWx3 uint8 array, or smaller than 14x14 px.
+        """
+        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
+            shape = getattr(rgb, "shape", None)
+            raise ValueError(f"expected an HxWx3 uint8 RGB array, got {type(rgb).__name__} "
+                             f"{getattr(rgb, 'dtype', '')} {shape}")
+        height, width = self.network_size(*rgb.shape[:2])
+        resized = cv2.resize(rgb.astype(np.float32) * (1.0 / 255.0), (width, height), interpolation=cv2.INTER_CUBIC)
+        tensor = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).unsqueeze(0)
+        return ((tensor - self._mean) / self._std).contiguous()
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Raw network output: (B,3,h,w) normalised input -> (B,h,w) float32 (metres or relative)."""
+        with self._autocast():
+            out = self._forward_module(batch)
+        return out.float()
+
+    def focal_scale(self, fx: float | None, width: int, height: int) -> float:
+        """Factor applied to metric output for a camera with ``fx`` px at ``width`` x ``height`` (1.0 if none)."""
+        train_focal = self.metadata.train_focal_px
+        if fx is None or not self.is_metric or not self.focal_correction or train_focal is None:
+            return 1.0
+        if not (np.isfinite(fx) and fx > 0):
+            raise ValueError(f"focal length fx must be a finite positive number of pixels, got {fx}")
+        return float(fx * self.network_size(height, width)[1] / width / train_focal)
+
+    @torch.inference_mode()
+    def postprocess(self, raw: torch.Tensor, size: tuple[int, int], fx: float | None = None) -> np.ndarray:
+        """(1,h,w) network output -> HxW float32 numpy at ``size = (H, W)``, focal-corrected when ``fx`` is given."""
+        height, width = size
+        depth = F.interpolate(raw[:, None], (height, width), mode="bilinear", align_corners=True)[0, 0]
+        scale = self.focal_scale(fx, width, height)
+        if scale != 1.0:
+            depth = depth * scale
+        return depth.cpu().numpy()
+
+    def infer(self, rgb: np.ndarray, fx: float | None = None) -> np.ndarray:
+        """Depth for one image.
+
+        Args:
+            rgb: HxWx3 uint8 RGB image (H, W >= 14).
+            fx: horizontal focal length in pixels at this image's resolution, for focal correction (optional).
+
+        Returns:
+            HxW float32: metres along the optical axis (metric models) or relative inverse depth.
+
+        Raises:
+            ValueError: malformed image or focal length.
+        """
+        raw = self.forward(self.preprocess(rgb))
+        return self.postprocess(raw, rgb.shape[:2], fx)
+
+    def infer_batch(self, images: Sequence[np.ndarray],
+                    fx: float | Sequence[float | None] | None = None) -> list[np.ndarray]:
+        """Depth for several images; images of one size run as one batch, others one by one.
+
+        Args:
+            images: HxWx3 uint8 RGB images.
+            fx: one focal length for all, one per image, or None.
+
+        Returns:
+            One HxW float32 depth map per image, in order.
+        """
+        fxs = list(fx) if isinstance(fx, Sequence) else [fx] * len(images)
+        if len(fxs) != len(images):
+            raise ValueError(f"got {len(fxs)} focal lengths for {len(images)} images")
+        results: list[np.ndarray | None] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, rgb in enumerate(images):
+            by_size.setdefault(tuple(np.shape(rgb)[:2]), []).append(i)
+        for size, indices in by_size.items():
+            raw = self.forward(torch.cat([self.preprocess(images[i]) for i in indices]))
+            for row, i in enumerate(indices):
+                results[i] = self.postprocess(raw[row:row + 1], size, fxs[i])
+        return results

@@ -1,0 +1,106 @@
+"""``infer``: metric depth for image files or folders.
+
+Writes, per image, ``<stem>_depth.npy`` (HxW float32 metres, NaN-free network output), ``<stem>_depth.png``
+(colourised) and, with ``--ply`` and intrinsics, ``<stem>.ply`` (points in the camera optical frame, coloured).
+
+Example::
+
+    infer photo.jpg frames/ --checkpoint da2-metric-indoor-small --fx 585 --ply --out depth_out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from depth_ros.tools.cli import run_cli
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="infer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders of images")
+    parser.add_argument("--checkpoint", default="da2-metric-indoor-small",
+                        help="checkpoint file, official model id or transformers model (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("depth_out"), help="output folder (default: %(default)s)")
+    parser.add_argument("--input-size", type=int, default=518, help="network short side, multiple of 14")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--fx", type=float, help="focal length x in pixels (image resolution)")
+    parser.add_argument("--fy", type=float, help="focal length y in pixels (default: fx)")
+    parser.add_argument("--cx", type=float, help="principal point x in pixels (default: image centre)")
+    parser.add_argument("--cy", type=float, help="principal point y in pixels (default: image centre)")
+    parser.add_argument("--no-focal-correction", action="store_true",
+                        help="do not rescale metric depth by fx / training focal length")
+    parser.add_argument("--ply", action="store_true", help="also write a coloured .ply cloud (needs --fx)")
+    args = parser.parse_args(argv)
+    if args.ply and args.fx is None:
+        parser.error("--ply needs the intrinsics: give at least --fx")
+    return args
+
+
+def list_images(inputs: list[Path]) -> list[Path]:
+    """Image files named directly or found (non-recursively, sorted) in the given folders.
+
+    Raises:
+        ValueError: a path that does not exist, or no images at all.
+    """
+    images = []
+    for path in inputs:
+        if path.is_dir():
+            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise ValueError(f"{path}: no such file or folder")
+    if not images:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, inputs))}")
+    return images
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """HxWx3 uint8 RGB from an image file. Raises ValueError when it cannot be decoded."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{path}: cannot decode image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def run() -> None:
+        from depth_ros.estimator import DepthEstimator
+        from depth_ros.geometry.camera import PinholeCamera
+        from depth_ros.visualize import colorize_depth, save_ply
+
+        images = list_images(args.inputs)
+        estimator = DepthEstimator.from_checkpoint(
+            args.checkpoint, device=args.device, precision=args.precision, input_size=args.input_size,
+            focal_correction=not args.no_focal_correction)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for path in tqdm(images, desc="infer", unit="img"):
+            rgb = read_rgb(path)
+            depth = estimator.infer(rgb, fx=args.fx)
+            np.save(args.out / f"{path.stem}_depth.npy", depth)
+            colour = colorize_depth(depth)
+            cv2.imwrite(str(args.out / f"{path.stem}_depth.png"), cv2.cvtColor(colour, cv2.COLOR_RGB2BGR))
+            if args.ply:
+                height, width = depth.shape
+                camera = PinholeCamera(
+                    fx=args.fx, fy=args.fy or args.fx,
+                    cx=(width - 1) / 2 if args.cx is None else args.cx,
+                    cy=(height - 1) / 2 if args.cy is None else args.cy, width=width, height=height)
+                save_ply(args.out / f"{path.stem}.ply", camera.backproject(depth).reshape(-1, 3), rgb.reshape(-1, 3))
+
+    return run_cli("infer", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
