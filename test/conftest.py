@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from depth_ros.ros.dds import use_shipped_fastdds_profile
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -26,7 +28,7 @@ def _unique_domain_id() -> int:
 def pytest_configure(config):
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ["ROS_DOMAIN_ID"] = str(_unique_domain_id())
-    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_profile.xml"))
+    use_shipped_fastdds_profile()  # large best-effort images between processes (see config/fastdds_profile.xml)
     os.environ["HF_HUB_OFFLINE"] = "1"
 
 
