@@ -1,0 +1,189 @@
+"""Parameters of ``depth_node``: declared, validated and converted once into a typed :class:`NodeConfig`.
+
+Every parameter is a field of :class:`NodeConfig`; its default and its documentation (with units) live there and
+nowhere else in the code (``config/depth.yaml`` repeats them for users, and a test keeps the two in step).
+:meth:`NodeConfig.from_values` works on a plain mapping (no rclpy), :func:`declare_and_load` declares the fields on
+a node and reads them. Parameters are read-only after start-up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+# Pose of the camera optical frame (REP 103: z forward, x right, y down) in the grid frame as x, y, z (m) and roll,
+# pitch, yaw (rad, fixed axes x-y-z as tf2's static_transform_publisher): 0.5 m above the origin looking along +x.
+DEFAULT_CAMERA_TO_BASE = (0.0, 0.0, 0.5, -math.pi / 2, 0.0, -math.pi / 2)
+
+ENCODERS = ("vits", "vitb", "vitl", "vitg")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class ConfigError(ValueError):
+    """A parameter value that the node cannot run with; the message names the parameter and the rule."""
+
+
+def _param(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Typed, validated parameters of ``depth_node``. Units are in each field's documentation (``doc``)."""
+
+    # --- model
+    checkpoint: str = _param(
+        "da2-metric-indoor-small", "Metric checkpoint: .pth/.safetensors file or model id (depth_ros.checkpoints).")
+    encoder: str = _param("", "ViT encoder (vits, vitb, vitl, vitg); empty: from the checkpoint metadata.")
+    model_max_depth: float = _param(0.0, "Metric head's max depth in m; 0: from the checkpoint metadata.")
+    device: str = _param("auto", "Torch device: auto (CUDA when available), cpu, cuda, cuda:N.")
+    precision: str = _param("fp32", "Inference precision: fp32, fp16 or bf16.")
+    input_size: int = _param(
+        518, "px. Network input size of the shorter image side, a multiple of 14 (518 as trained).")
+    focal_correction: bool = _param(
+        True, "Rescale metric depth by camera fx / training fx (needs CameraInfo and checkpoint focal).")
+    # --- input
+    use_compressed: bool = _param(
+        False, "Subscribe image/compressed (jpeg/png sensor_msgs/CompressedImage) instead of image.")
+    reliable_input: bool = _param(False, "Reliable QoS for the input subscriptions; false: sensor-data profile.")
+    use_rectified: bool = _param(
+        True, "Intrinsics from CameraInfo P (rectified images, as image_geometry); false: from K.")
+    camera_info_tolerance: float = _param(
+        0.1, "s. CameraInfo with another stamp than the image is used when none matches; warn once if further apart.")
+    use_reference_depth: bool = _param(
+        False, "Subscribe reference_depth (32FC1 m or 16UC1 mm, registered to the image) and report AbsRel, RMSE "
+        "and delta1 against it in the diagnostics.")
+    # --- depth output
+    min_depth: float = _param(0.1, "m. Depth below is invalid (NaN in depth, no point).")
+    max_depth: float = _param(20.0, "m. Depth above is invalid (NaN in depth, no point).")
+    output_scale: float = _param(
+        1.0, "Output size / input image size, in (0, 1]; depth, depth/camera_info, points and grid use it.")
+    # --- point cloud
+    cloud_organized: bool = _param(
+        True, "Organised cloud (height x width, NaN for invalid, is_dense false); false: dense list of valid points.")
+    cloud_stride: int = _param(1, "px. Pixel stride of the dense cloud (needs cloud_organized: false).")
+    colored: bool = _param(False, "Add an rgb field packed as depth_image_proc's point_cloud_xyzrgb.")
+    voxel_size: float = _param(0.0, "m. Voxel down-sampling edge (open3d); 0: off. Needs cloud_organized: false.")
+    cloud_max_range: float = _param(0.0, "m. Drop points further than this from the camera; 0: no limit.")
+    # --- occupancy grid
+    grid_frame: str = _param("base_link", "Frame of the occupancy grid (e.g. base_link or odom).")
+    use_tf: bool = _param(True, "Camera pose from tf2 when the distro has tf2_ros; else camera_to_base is used.")
+    camera_to_base: tuple[float, ...] = _param(
+        DEFAULT_CAMERA_TO_BASE,
+        "Static pose of the camera optical frame in grid_frame: [x, y, z] in m, [roll, pitch, yaw] in rad.")
+    grid_resolution: float = _param(0.05, "m per cell.")
+    grid_size_x: float = _param(10.0, "m. Grid extent along grid_frame x.")
+    grid_size_y: float = _param(10.0, "m. Grid extent along grid_frame y.")
+    grid_origin_x: float = _param(0.0, "m. x of cell (0, 0)'s lower-left corner in grid_frame.")
+    grid_origin_y: float = _param(-5.0, "m. y of cell (0, 0)'s lower-left corner in grid_frame.")
+    min_obstacle_height: float = _param(0.05, "m. Points at or above this height (grid_frame z) are obstacles.")
+    max_obstacle_height: float = _param(1.5, "m. Points above this height (grid_frame z) are ignored.")
+    grid_max_range: float = _param(5.0, "m. Only points within this distance of the camera mark or clear cells.")
+    # --- diagnostics
+    diagnostics_period: float = _param(1.0, "s. Period of the /diagnostics status.")
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> NodeConfig:
+        """Build a config from parameter values, checking types and ranges.
+
+        Args:
+            values: parameter name -> value (e.g. from rclpy or a YAML file); missing names take their defaults.
+                Integers are accepted for float parameters.
+
+        Raises:
+            ConfigError: unknown name, wrong type or value out of range; the message names the parameter.
+        """
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown parameter(s): {', '.join(unknown)}")
+        converted = {name: _convert(name, value, known[name].default) for name, value in values.items()}
+        config = cls(**converted)
+        config._validate()
+        return config
+
+    @classmethod
+    def documentation(cls) -> dict[str, str]:
+        """Parameter name -> description with units."""
+        return {f.name: f.metadata["doc"] for f in fields(cls)}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Parameter name -> default value (tuples as lists, the type rclpy declares arrays with)."""
+        return {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in fields(cls)}
+
+    def _validate(self) -> None:
+        checks = [
+            (self.checkpoint != "", "checkpoint", "must name a checkpoint file or model id"),
+            (self.encoder in ("",) + ENCODERS, "encoder", f"must be empty or one of {', '.join(ENCODERS)}"),
+            (self.model_max_depth >= 0, "model_max_depth", "must be >= 0 m (0: from the checkpoint)"),
+            (self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}"),
+            (self.input_size >= 14 and self.input_size % 14 == 0, "input_size", "must be a positive multiple of 14 px"),
+            (self.camera_info_tolerance >= 0, "camera_info_tolerance", "must be >= 0 s"),
+            (self.min_depth >= 0, "min_depth", "must be >= 0 m"),
+            (self.max_depth > self.min_depth, "max_depth", f"must be > min_depth ({self.min_depth} m)"),
+            (0 < self.output_scale <= 1, "output_scale", "must be in (0, 1]"),
+            (self.cloud_stride >= 1, "cloud_stride", "must be >= 1 px"),
+            (self.cloud_stride == 1 or not self.cloud_organized, "cloud_stride",
+             "> 1 needs cloud_organized: false"),
+            (self.voxel_size >= 0, "voxel_size", "must be >= 0 m"),
+            (self.voxel_size == 0 or not self.cloud_organized, "voxel_size", "> 0 needs cloud_organized: false"),
+            (self.cloud_max_range >= 0, "cloud_max_range", "must be >= 0 m (0: no limit)"),
+            (self.grid_frame != "", "grid_frame", "must not be empty"),
+            (len(self.camera_to_base) == 6, "camera_to_base", "must have 6 numbers [x, y, z, roll, pitch, yaw]"),
+            (self.grid_resolution > 0, "grid_resolution", "must be > 0 m"),
+            (self.grid_size_x >= self.grid_resolution, "grid_size_x", "must be >= grid_resolution"),
+            (self.grid_size_y >= self.grid_resolution, "grid_size_y", "must be >= grid_resolution"),
+            (self.max_obstacle_height > self.min_obstacle_height, "max_obstacle_height",
+             f"must be > min_obstacle_height ({self.min_obstacle_height} m)"),
+            (self.grid_max_range > 0, "grid_max_range", "must be > 0 m"),
+            (self.diagnostics_period > 0, "diagnostics_period", "must be > 0 s"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ConfigError(f"parameter '{name}' {rule} (got {getattr(self, name)!r})")
+
+
+def _convert(name: str, value: Any, default: Any) -> Any:
+    """Value converted to the type of ``default`` (bool, int, float, str or tuple of finite floats)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:  # tuple of floats
+        try:
+            value = tuple(float(v) for v in value)
+            ok = all(math.isfinite(v) for v in value)
+        except (TypeError, ValueError):
+            ok = False
+    if not ok:
+        kinds = {bool: "a boolean", int: "an integer", float: "a finite number", str: "a string",
+                 tuple: "a list of finite numbers"}
+        raise ConfigError(f"parameter '{name}' must be {kinds[type(default)]} (got {value!r})")
+    return value
+
+
+def declare_and_load(node) -> NodeConfig:
+    """Declare every :class:`NodeConfig` field as a read-only parameter of ``node`` and return the validated config.
+
+    Args:
+        node: an ``rclpy.node.Node``; values come from its parameter overrides (``--ros-args -p``, params files).
+
+    Raises:
+        ConfigError: as :meth:`NodeConfig.from_values`.
+    """
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    values = {}
+    for name, default in NodeConfig.defaults().items():
+        descriptor = ParameterDescriptor(
+            description=NodeConfig.documentation()[name], read_only=True, dynamic_typing=True)
+        values[name] = node.declare_parameter(name, default, descriptor).value
+    return NodeConfig.from_values(values)
