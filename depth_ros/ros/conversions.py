@@ -1,0 +1,332 @@
+"""Conversions between ROS messages and numpy arrays: the adapter layer between ROS and depth_ros' pure code.
+
+Readers (``*_to_*`` from a message) are duck-typed: they work on rclpy messages (``data`` an ``array.array`` or
+``bytes``) and on rosbags dataclasses (``data`` a numpy uint8 array) alike. Builders create rclpy messages
+(sensor_msgs, nav_msgs, std_msgs); to write them to a bag with rosbags, serialise them with
+``rclpy.serialization.serialize_message`` and write the CDR bytes.
+
+Standards: image encodings as in sensor_msgs/image_encodings; depth images per REP 118 (32FC1 metres or 16UC1
+millimetres, invalid = NaN / 0); OccupancyGrid per nav_msgs (row-major, origin = pose of cell (0, 0)'s lower-left
+corner). cv_bridge and sensor_msgs_py are not required.
+
+Speed: byte payloads are handed to rclpy as an ``array.array`` of the field's type code, filled from the numpy
+buffer with one copy (``frombytes``); this is valid whether or not ``ROS_PYTHON_CHECK_FIELDS`` is set. Measured on
+this machine for a 640x480 32FC1 image: 0.05 ms, versus 28 ms for assigning a memoryview and 56 ms for a numpy
+array (rclpy iterates those element by element).
+"""
+
+from __future__ import annotations
+
+import array
+
+import cv2
+import numpy as np
+
+from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.geometry.occupancy import GridSpec
+from depth_ros.geometry.transform import transform_matrix
+
+# encoding -> (channels, cv2 conversion to RGB or None when the data already is RGB)
+_COLOR_ENCODINGS = {
+    "rgb8": (3, None),
+    "bgr8": (3, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, cv2.COLOR_GRAY2RGB),
+    # YUV 4:2:2, two bytes per pixel: "yuv422"/"uyvy" is U Y0 V Y1, "yuv422_yuy2"/"yuyv" is Y0 U Y1 V.
+    "uyvy": (2, cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422": (2, cv2.COLOR_YUV2RGB_UYVY),
+    "yuyv": (2, cv2.COLOR_YUV2RGB_YUYV),
+    "yuv422_yuy2": (2, cv2.COLOR_YUV2RGB_YUYV),
+}
+_DEPTH_ENCODINGS = {"32FC1": np.dtype(np.float32), "16UC1": np.dtype(np.uint16)}
+
+# numpy dtype (little-endian) -> sensor_msgs/PointField datatype constant
+_POINT_FIELD_TYPES = {"i1": 1, "u1": 2, "i2": 3, "u2": 4, "i4": 5, "u4": 6, "f4": 7, "f8": 8}
+
+
+def _byte_array(arr: np.ndarray, typecode: str = "B") -> array.array:
+    """An ``array.array`` holding the bytes of ``arr`` (one copy), as rclpy expects for uint8[]/int8[] fields."""
+    out = array.array(typecode)
+    out.frombytes(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    return out
+
+
+def _pixels(msg, kind: str, channels: int, dtype: np.dtype) -> np.ndarray:
+    """The (height, width, channels) pixel view of an Image message's data, validated.
+
+    Raises:
+        ValueError: zero size, step smaller than a row, or data shorter than step * height.
+    """
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"{kind} image has zero size ({width}x{height})")
+    row_bytes = width * channels * dtype.itemsize
+    if step < row_bytes:
+        raise ValueError(
+            f"{kind} image step {step} is smaller than width x bytes per pixel = {width} x "
+            f"{channels * dtype.itemsize} = {row_bytes} (encoding {msg.encoding})"
+        )
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size < step * height:
+        raise ValueError(
+            f"{kind} image data has {data.size} bytes, fewer than step x height = {step} x {height} = {step * height}"
+        )
+    rows = data[: step * height].reshape(height, step)[:, :row_bytes]
+    if dtype.itemsize > 1:
+        rows = np.ascontiguousarray(rows).view(dtype.newbyteorder(">" if msg.is_bigendian else "<"))
+    return rows.reshape(height, width, channels)
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """Convert a sensor_msgs/Image to an RGB image.
+
+    Supported encodings: rgb8, bgr8, rgba8, bgra8 (alpha dropped), mono8 (replicated to three channels) and the
+    8-bit YUV 4:2:2 encodings uyvy (alias yuv422) and yuyv (alias yuv422_yuy2), decoded with OpenCV's BT.601
+    conversion. Row padding (``step`` > width x bytes per pixel) is skipped.
+
+    Args:
+        msg: sensor_msgs/Image (rclpy or rosbags).
+
+    Returns:
+        (height, width, 3) uint8 RGB array (a new array, not sharing memory with the message).
+
+    Raises:
+        ValueError: unknown encoding, zero size, odd width for YUV 4:2:2, step smaller than a row, data shorter
+            than step x height.
+    """
+    encoding = msg.encoding
+    if encoding not in _COLOR_ENCODINGS:
+        raise ValueError(f"unsupported image encoding '{encoding}' (supported: {', '.join(_COLOR_ENCODINGS)})")
+    channels, conversion = _COLOR_ENCODINGS[encoding]
+    if channels == 2 and int(msg.width) % 2:
+        raise ValueError(f"{encoding} image width {msg.width} is odd; YUV 4:2:2 needs pixel pairs")
+    pixels = _pixels(msg, "color", channels, np.dtype(np.uint8))
+    if conversion is None:
+        return pixels.copy()
+    return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
+
+
+def compressed_to_rgb(msg) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (jpeg or png, as image_transport's compressed plugin publishes).
+
+    Returns:
+        (height, width, 3) uint8 RGB array.
+
+    Raises:
+        ValueError: empty data or data that OpenCV cannot decode (e.g. compressedDepth, truncated files).
+    """
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise ValueError(f"compressed image (format '{msg.format}') has no data")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot decode compressed image (format '{msg.format}', {data.size} bytes)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def depth_image_to_array(msg) -> np.ndarray:
+    """Convert a REP 118 depth image to metres.
+
+    32FC1 is metres; 16UC1 is millimetres with 0 = no measurement. Non-finite values (NaN, +-Inf: no return, too
+    far, too close) and values <= 0 become NaN. ``is_bigendian`` and row padding are honoured.
+
+    Returns:
+        (height, width) float32 depth in metres, NaN where invalid (a new array).
+
+    Raises:
+        ValueError: an encoding other than 32FC1/16UC1, zero size, step smaller than a row, short data.
+    """
+    dtype = _DEPTH_ENCODINGS.get(msg.encoding)
+    if dtype is None:
+        raise ValueError(f"unsupported depth encoding '{msg.encoding}' (supported: 32FC1 metres, 16UC1 millimetres)")
+    raw = _pixels(msg, "depth", 1, dtype)[..., 0]
+    if dtype == np.uint16:
+        depth = raw.astype(np.float32) * np.float32(0.001)
+    else:
+        depth = raw.astype(np.float32)
+    depth[~(depth > 0) | ~np.isfinite(depth)] = np.nan
+    return depth
+
+
+def _header(header):
+    """An rclpy std_msgs/Header copied from any header-like object (rclpy or rosbags)."""
+    from std_msgs.msg import Header
+
+    out = Header(frame_id=str(header.frame_id))
+    out.stamp.sec = int(header.stamp.sec)
+    out.stamp.nanosec = int(header.stamp.nanosec)
+    return out
+
+
+def depth_to_image_msg(depth: np.ndarray, header):
+    """Build a REP 118 sensor_msgs/Image (32FC1, metres, little-endian, NaN invalid) from a depth array.
+
+    Args:
+        depth: (height, width) depth in metres (any float dtype; written as float32).
+        header: std_msgs/Header to copy (stamp and frame_id), e.g. the input image's.
+
+    Raises:
+        ValueError: when ``depth`` is not 2-D.
+    """
+    from sensor_msgs.msg import Image
+
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be a (height, width) array, got shape {depth.shape}")
+    height, width = depth.shape
+    return Image(
+        header=_header(header),
+        height=height,
+        width=width,
+        encoding="32FC1",
+        is_bigendian=False,
+        step=width * 4,
+        data=_byte_array(depth.astype("<f4", copy=False)),
+    )
+
+
+def rgb_to_image_msg(rgb: np.ndarray, header):
+    """Build a sensor_msgs/Image rgb8 from an (height, width, 3) uint8 RGB array (camera players, tests)."""
+    from sensor_msgs.msg import Image
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be a (height, width, 3) uint8 array, got {rgb.dtype} {rgb.shape}")
+    height, width = rgb.shape[:2]
+    return Image(
+        header=_header(header), height=height, width=width, encoding="rgb8", is_bigendian=False,
+        step=width * 3, data=_byte_array(rgb),
+    )
+
+
+def camera_info_msg(camera: PinholeCamera, header, distortion_model: str = "plumb_bob", d=(0.0,) * 5):
+    """Build a sensor_msgs/CameraInfo describing ``camera`` (K and P from its intrinsics, R = identity).
+
+    Args:
+        camera: the intrinsics and size of the image this CameraInfo accompanies.
+        header: std_msgs/Header to copy.
+        distortion_model: distortion model name of that image (sensor_msgs/distortion_models).
+        d: distortion coefficients of that image (default: zeros, i.e. a rectified image).
+    """
+    from sensor_msgs.msg import CameraInfo
+
+    k = camera.K
+    p = np.zeros((3, 4))
+    p[:, :3] = k
+    return CameraInfo(
+        header=_header(header),
+        height=camera.height,
+        width=camera.width,
+        distortion_model=distortion_model,
+        d=[float(v) for v in d],
+        k=k.ravel(),
+        r=np.eye(3).ravel(),
+        p=p.ravel(),
+    )
+
+
+def points_to_cloud_msg(points: np.ndarray, header):
+    """Build a sensor_msgs/PointCloud2 from a structured point array (see depth_ros.geometry.pointcloud).
+
+    The fields, offsets and point_step are those of ``points.dtype`` (e.g. x, y, z float32 at 0, 4, 8 and ``rgb``
+    float32 at 12, packed as depth_image_proc does); data is little-endian. A 2-D (height, width) array gives an
+    organised cloud, a 1-D array an unorganised one (height 1). ``is_dense`` is true only for an unorganised cloud
+    without NaN coordinates; organised clouds are never dense, as in depth_image_proc.
+
+    Args:
+        points: 1-D or 2-D structured numpy array of little-endian numeric scalar fields.
+        header: std_msgs/Header to copy (the frame of the points).
+
+    Raises:
+        ValueError: for a non-structured array, more than 2 dims or an unsupported field type.
+    """
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    if points.dtype.names is None or points.ndim not in (1, 2):
+        raise ValueError(f"points must be a 1-D or 2-D structured array, got {points.dtype} {points.shape}")
+    fields = []
+    for name in points.dtype.names:
+        field_dtype, offset = points.dtype.fields[name][:2]
+        code = f"{field_dtype.kind}{field_dtype.itemsize}"
+        if code not in _POINT_FIELD_TYPES or field_dtype.byteorder == ">":
+            raise ValueError(f"point field '{name}' has unsupported dtype {field_dtype}")
+        fields.append(PointField(name=name, offset=offset, datatype=_POINT_FIELD_TYPES[code], count=1))
+    height, width = points.shape if points.ndim == 2 else (1, points.shape[0])
+    is_dense = points.ndim == 1 and not any(
+        np.isnan(points[axis]).any() for axis in ("x", "y", "z") if axis in points.dtype.names
+    )
+    return PointCloud2(
+        header=_header(header),
+        height=height,
+        width=width,
+        fields=fields,
+        is_bigendian=False,
+        point_step=points.dtype.itemsize,
+        row_step=points.dtype.itemsize * width,
+        data=_byte_array(points),
+        is_dense=is_dense,
+    )
+
+
+def cloud_msg_to_array(msg) -> np.ndarray:
+    """Read a sensor_msgs/PointCloud2 (rclpy or rosbags) into a structured numpy array.
+
+    Returns:
+        (height, width) structured array for organised clouds (height > 1), (width,) otherwise, one field per
+        PointField with count 1 (a new array).
+
+    Raises:
+        ValueError: for unknown field datatypes, counts other than 1 or data shorter than row_step x height.
+    """
+    codes = {v: k for k, v in _POINT_FIELD_TYPES.items()}
+    order = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for field in msg.fields:
+        if field.datatype not in codes or field.count != 1:
+            raise ValueError(
+                f"point field '{field.name}' has unsupported datatype {field.datatype} or count {field.count}"
+            )
+        names.append(field.name)
+        formats.append(order + codes[field.datatype])
+        offsets.append(field.offset)
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": msg.point_step})
+    height, width, row_step = int(msg.height), int(msg.width), int(msg.row_step)
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size < row_step * height or row_step < width * msg.point_step:
+        raise ValueError(
+            f"PointCloud2 data has {data.size} bytes for {height} rows of {row_step} bytes "
+            f"({width} points of {msg.point_step} bytes)"
+        )
+    rows = data[: row_step * height].reshape(height, row_step)[:, : width * msg.point_step]
+    cloud = np.ascontiguousarray(rows).view(dtype).reshape(height, width).copy()
+    return cloud if height > 1 else cloud[0]
+
+
+def grid_to_msg(grid: np.ndarray, spec: GridSpec, header):
+    """Build a nav_msgs/OccupancyGrid from an int8 (spec.height, spec.width) grid (see depth_ros.geometry.occupancy).
+
+    ``info.origin`` is the pose of cell (0, 0)'s lower-left corner in ``header.frame_id`` (no rotation), data is
+    row-major with rows along +y; ``info.map_load_time`` is the header stamp.
+
+    Raises:
+        ValueError: when the grid shape or dtype does not match ``spec``.
+    """
+    from nav_msgs.msg import OccupancyGrid
+
+    if grid.shape != (spec.height, spec.width) or grid.dtype != np.int8:
+        raise ValueError(f"grid must be int8 of shape {(spec.height, spec.width)}, got {grid.dtype} {grid.shape}")
+    msg = OccupancyGrid(header=_header(header), data=_byte_array(grid, "b"))
+    msg.info.map_load_time = msg.header.stamp
+    msg.info.resolution = float(spec.resolution)
+    msg.info.width = spec.width
+    msg.info.height = spec.height
+    msg.info.origin.position.x = float(spec.origin_x)
+    msg.info.origin.position.y = float(spec.origin_y)
+    msg.info.origin.orientation.w = 1.0
+    return msg
+
+
+def transform_msg_to_matrix(msg) -> np.ndarray:
+    """4x4 float64 homogeneous matrix of a geometry_msgs/Transform or TransformStamped (e.g. a tf2 lookup)."""
+    transform = getattr(msg, "transform", msg)
+    t, q = transform.translation, transform.rotation
+    return transform_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
