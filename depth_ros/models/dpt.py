@@ -49,9 +49,9 @@ class FusionBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
+        self.out_conv = nn.Conv2d(channels, channels, kernel_size=1)
         self.resConfUnit1 = ResidualConvUnit(channels)
         self.resConfUnit2 = ResidualConvUnit(channels)
-        self.out_conv = nn.Conv2d(channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None,
                 size: tuple[int, int] | None = None) -> torch.Tensor:
