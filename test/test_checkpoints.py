@@ -1,0 +1,179 @@
+"""Checkpoints: official ids and offline hub behaviour, metadata round trips, atomic saves, bad files."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from depth_ros import checkpoints
+from depth_ros.checkpoints import (
+    HYPERSIM_FOCAL,
+    METADATA_KEY,
+    OFFICIAL_MODELS,
+    CheckpointError,
+    CheckpointMetadata,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from depth_ros.estimator import DepthEstimator
+from depth_ros.models import DepthAnythingV2
+
+META = CheckpointMetadata("vits", "metric", 10.0, 196, 321.5)
+
+
+@pytest.fixture(scope="module")
+def vits_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    return DepthAnythingV2("vits").state_dict()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_metadata_round_trip_and_official_key_layout(tmp_path, vits_state, suffix):
+    path = save_checkpoint(tmp_path / f"m{suffix}", vits_state, META)
+    state, metadata = load_checkpoint(path)
+    assert metadata == META
+    assert sorted(state) == sorted(vits_state)  # official key names, nothing extra
+    torch.testing.assert_close(state, vits_state)
+    model, metadata = build_model(path)
+    assert (model.encoder, model.head, model.max_depth) == ("vits", "metric", 10.0)
+
+
+def test_pth_files_are_plain_tensor_dicts_loadable_with_weights_only(tmp_path, vits_state):
+    path = save_checkpoint(tmp_path / "m.pth", vits_state, META)
+    raw = torch.load(path, weights_only=True)
+    assert raw.pop(METADATA_KEY)["train_focal_px"] == 321.5
+    DepthAnythingV2("vits").load_state_dict(raw, strict=True)
+
+
+def test_pickled_objects_are_never_executed(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"x": Payload()}, path)
+    with pytest.raises(CheckpointError, match="evil.pth"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_official_file_name_gives_metadata_without_any_in_the_file(tmp_path, vits_state):
+    path = tmp_path / "depth_anything_v2_metric_hypersim_vits.pth"
+    torch.save(vits_state, path)  # exactly how the official files are stored
+    model, metadata = build_model(path)
+    assert metadata == OFFICIAL_MODELS["da2-metric-indoor-small"].metadata
+    assert metadata.train_focal_px == pytest.approx(HYPERSIM_FOCAL) and model.max_depth == 20.0
+
+
+def test_unknown_file_infers_encoder_and_head(tmp_path, vits_state):
+    path = tmp_path / "my_weights.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in vits_state.items()}, "epoch": 3}, path)
+    _, metadata = build_model(path)
+    assert (metadata.encoder, metadata.head) == ("vits", "relative")
+    _, metadata = build_model(path, max_depth=15.0)
+    assert (metadata.head, metadata.max_depth) == ("metric", 15.0)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match=r"nope\.pth: no such checkpoint file"):
+        build_model(tmp_path / "nope.pth")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_truncated_file_gives_one_clear_error(tmp_path, vits_state, suffix):
+    path = save_checkpoint(tmp_path / f"m{suffix}", vits_state, META)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or not a checkpoint") as info:
+        build_model(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_mismatched_weights_name_the_first_keys(tmp_path, vits_state):
+    state = dict(vits_state)
+    del state["depth_head.scratch.output_conv2.2.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    path = save_checkpoint(tmp_path / "m.pth", state, META)
+    with pytest.raises(CheckpointError) as info:
+        build_model(path)
+    message = str(info.value)
+    assert "missing ['depth_head.scratch.output_conv2.2.weight']" in message
+    assert "unexpected ['extra.weight']" in message and str(path) in message
+
+
+def test_wrong_encoder_reports_shape_mismatch(tmp_path, vits_state):
+    path = save_checkpoint(tmp_path / "m.pth", vits_state, META)
+    with pytest.raises(CheckpointError, match=r"vitb metric model: .*shape \['pretrained.cls_token \(1, 1, 384\) != "
+                                              r"\(1, 1, 768\)'"):
+        build_model(path, encoder="vitb")
+
+
+def test_save_is_atomic_when_interrupted(tmp_path, vits_state, monkeypatch):
+    path = save_checkpoint(tmp_path / "best.pth", vits_state, META)
+    before = path.read_bytes()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies half-way through writing
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, vits_state, CheckpointMetadata("vits", "metric", 5.0))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pth"]  # no temporary left behind
+    assert load_checkpoint(path)[1] == META
+
+
+def test_model_ids_cover_the_official_table():
+    expected = {f"da2-{kind}-{size}" for kind in ("relative", "metric-indoor", "metric-outdoor")
+                for size in ("small", "base", "large")}
+    assert set(OFFICIAL_MODELS) == expected
+    small = OFFICIAL_MODELS["da2-metric-indoor-small"]
+    assert (small.repo_id, small.filename, small.licence) == (
+        "depth-anything/Depth-Anything-V2-Metric-Hypersim-Small", "depth_anything_v2_metric_hypersim_vits.pth",
+        "Apache-2.0")
+    assert OFFICIAL_MODELS["da2-metric-outdoor-large"].metadata.max_depth == 80.0
+    assert OFFICIAL_MODELS["da2-relative-base"].licence == "CC-BY-NC-4.0"
+
+
+def _offline_hub(monkeypatch, cache: Path) -> None:
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+
+
+def test_model_id_offline_and_uncached_says_what_to_fetch(tmp_path, monkeypatch):
+    _offline_hub(monkeypatch, tmp_path / "hub")
+    with pytest.raises(CheckpointError) as info:
+        DepthEstimator.from_checkpoint("da2-metric-indoor-small", device="cpu")
+    message = str(info.value)
+    assert "https://huggingface.co/depth-anything/Depth-Anything-V2-Metric-Hypersim-Small/resolve/main/" \
+           "depth_anything_v2_metric_hypersim_vits.pth" in message
+    assert "pass the file's path" in message and "\n" not in message
+
+
+def test_model_id_loads_from_the_hub_cache_offline(tmp_path, monkeypatch, vits_state):
+    """A file already in the Hugging Face cache (layout: models--org--name/snapshots/<rev>/file) needs no network."""
+    official = OFFICIAL_MODELS["da2-metric-indoor-small"]
+    repo = tmp_path / "hub" / ("models--" + official.repo_id.replace("/", "--"))
+    revision = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    torch.save(vits_state, repo / "snapshots" / revision / official.filename)
+    _offline_hub(monkeypatch, tmp_path / "hub")
+    estimator = DepthEstimator.from_checkpoint("da2-metric-indoor-small", device="cpu", input_size=70)
+    assert estimator.metadata == official.metadata and estimator.is_metric
+
+
+def test_hub_errors_become_checkpoint_errors(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    with pytest.raises(CheckpointError, match="could not be downloaded"):
+        checkpoints.resolve("da2-relative-small")
