@@ -297,3 +297,13 @@ def test_grid_ignores_points_beyond_range_and_above_the_band():
         occupancy_grid(points, spec, (0, 0, 0), min_obstacle_height=1.0, max_obstacle_height=0.5, max_range=1.0)
     with pytest.raises(ValueError, match="resolution"):
         GridSpec(resolution=0.0, width=10, height=10)
+
+
+@pytest.mark.parametrize("spread", [50, 10**6])  # bitmap over the bounding box / np.unique for sparse far cells
+def test_target_cells_are_deduplicated_exactly(spread):
+    from depth_ros.geometry.occupancy import _unique_cells
+
+    cells = np.random.default_rng(2).integers(-spread, spread, (3000, 2))
+    cells = np.concatenate((cells, cells[:500]))
+    assert {tuple(c) for c in _unique_cells(cells)} == {tuple(c) for c in cells}
+    assert len(_unique_cells(cells)) == len(np.unique(cells, axis=0))

@@ -145,7 +145,10 @@ class PinholeCamera:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
     def rays(self) -> np.ndarray:
-        """Read-only float32 (height, width, 2) array of ((u - cx) / fx, (v - cy) / fy) per pixel (cached)."""
+        """Read-only float32 (height, width, 3) array of ((u - cx) / fx, (v - cy) / fy, 1) per pixel (cached).
+
+        The point of pixel (u, v) with depth Z is ``Z * rays()[v, u]``.
+        """
         return _ray_grid(self)
 
     def backproject(self, depth):
@@ -170,15 +173,8 @@ class PinholeCamera:
                 "use camera.resized(width, height)"
             )
         if _is_tensor(depth):
-            import torch
-
-            rays = _torch_ray_grid(self, depth.device, depth.dtype)
-            return torch.cat((rays * depth.unsqueeze(-1), depth.unsqueeze(-1)), dim=-1)
-        depth = np.asarray(depth, dtype=np.float32)
-        points = np.empty((*depth.shape, 3), dtype=np.float32)
-        np.multiply(_ray_grid(self), depth[..., None], out=points[..., :2])
-        points[..., 2] = depth
-        return points
+            return _torch_ray_grid(self, depth.device, depth.dtype) * depth.unsqueeze(-1)
+        return _ray_grid(self) * np.asarray(depth, dtype=np.float32)[..., None]
 
     def project(self, points):
         """Project 3-D points in the camera optical frame to pixel coordinates.
@@ -213,7 +209,7 @@ class PinholeCamera:
 def _ray_grid(camera: PinholeCamera) -> np.ndarray:
     u = (np.arange(camera.width, dtype=np.float64) - camera.cx) / camera.fx
     v = (np.arange(camera.height, dtype=np.float64) - camera.cy) / camera.fy
-    grid = np.empty((camera.height, camera.width, 2), dtype=np.float32)
+    grid = np.ones((camera.height, camera.width, 3), dtype=np.float32)
     grid[..., 0] = u[None, :]
     grid[..., 1] = v[:, None]
     grid.flags.writeable = False

@@ -48,7 +48,8 @@ def build_cloud(
 
     Args:
         points: (height, width, 3) float32 points (e.g. ``PinholeCamera.backproject``), NaN where invalid, in
-            metres in any frame (the camera optical frame for the ``points`` topic).
+            metres in any frame (the camera optical frame for the ``points`` topic). A point with any non-finite
+            coordinate is invalid.
         colors: optional (height, width, 3) uint8 RGB of the same pixels; adds the packed ``rgb`` field.
         organised: True: keep the image layout, (height, width) with NaN for invalid points (like
             depth_image_proc; the message gets is_dense false). False: a 1-D cloud of the valid points only.
@@ -79,30 +80,29 @@ def build_cloud(
     if stride > 1:
         points = points[::stride, ::stride]
         colors = None if colors is None else colors[::stride, ::stride]
-    valid = ~np.isnan(points).any(axis=-1)
-    if max_range is not None:
-        with np.errstate(invalid="ignore"):
-            valid &= np.einsum("...i,...i->...", points, points) <= max_range * max_range
-
     dtype = XYZ_DTYPE if colors is None else XYZRGB_DTYPE
+    # fill a plain float32 (rows, cols, 3 or 4) array, then view it as the structured dtype: contiguous and fast
+    flat = np.empty((*points.shape[:2], len(dtype.names)), dtype=np.float32)
+    flat[..., :3] = points
+    if colors is not None:
+        flat[..., 3] = pack_rgb(colors)
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(x + y + z)  # per-axis sums: much faster than np.isnan(points).any(axis=-1)
+        if max_range is not None:
+            valid &= x * x + y * y + z * z <= max_range * max_range
     if organised:
-        cloud = np.empty(points.shape[:2], dtype=dtype)
-        for axis, name in enumerate("xyz"):
-            cloud[name] = np.where(valid, points[..., axis], np.nan)
-        if colors is not None:
-            cloud["rgb"] = pack_rgb(colors)
-        return cloud
+        flat[..., :3][~valid] = np.nan
+        return flat.view(dtype)[..., 0]
 
-    xyz = points[valid]
-    rgb = None if colors is None else colors[valid]
-    if voxel_size is not None and len(xyz):
-        xyz, rgb = _voxel_down_sample(xyz, rgb, voxel_size)
-    cloud = np.empty(len(xyz), dtype=dtype)
-    for axis, name in enumerate("xyz"):
-        cloud[name] = xyz[:, axis]
-    if rgb is not None:
-        cloud["rgb"] = pack_rgb(rgb)
-    return cloud
+    flat = flat[valid]
+    if voxel_size is not None and len(flat):
+        xyz, rgb = _voxel_down_sample(flat[:, :3], None if colors is None else colors[valid], voxel_size)
+        flat = np.empty((len(xyz), len(dtype.names)), dtype=np.float32)
+        flat[:, :3] = xyz
+        if rgb is not None:
+            flat[:, 3] = pack_rgb(rgb)
+    return flat.view(dtype)[:, 0]
 
 
 def _voxel_down_sample(xyz: np.ndarray, rgb: np.ndarray | None, voxel_size: float):
