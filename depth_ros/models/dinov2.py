@@ -142,13 +142,9 @@ class DinoVisionTransformer(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """ViT initialisation (truncated normal, std 0.02); pretrained weights normally replace it."""
+        """Initialise the embeddings (layers keep PyTorch's defaults); pretrained weights normally replace all."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
 
     def position_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """Position embedding for a ``grid_h`` x ``grid_w`` patch grid, (1, 1 + grid_h*grid_w, dim) float32.
