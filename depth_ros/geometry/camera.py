@@ -75,7 +75,9 @@ class PinholeCamera:
         As image_geometry's ``PinholeCameraModel.fromCameraInfo``: fx, fy, cx, cy come from P (the projection of
         rectified images) or, with ``use_rectified=False``, from K (raw images); binning and ROI are applied
         (``fx /= binning_x``, ``cx = (cx - roi.x_offset) / binning_x``, likewise for y; binning 0 means 1; an
-        all-zero ROI means the full image). The image size is the ROI size divided by the binning.
+        all-zero ROI means the full image). The image size is the ROI size divided by the binning. This is
+        image_geometry's binning formula, which ignores the half-pixel shift that :meth:`resized` applies (a
+        difference of (b - 1) / (2 b) pixels for binning b), so that both agree with the ROS tools.
 
         Args:
             msg: sensor_msgs/CameraInfo from rclpy or a rosbags dataclass (fields k/p or ROS 1 K/P, width, height,
@@ -144,13 +146,6 @@ class PinholeCamera:
         """3x3 float64 intrinsic matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]."""
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
-    def rays(self) -> np.ndarray:
-        """Read-only float32 (height, width, 3) array of ((u - cx) / fx, (v - cy) / fy, 1) per pixel (cached).
-
-        The point of pixel (u, v) with depth Z is ``Z * rays()[v, u]``.
-        """
-        return _ray_grid(self)
-
     def backproject(self, depth):
         """Back-project a depth image to 3-D points in the camera optical frame (REP 103: x right, y down, z fwd).
 
@@ -207,6 +202,7 @@ class PinholeCamera:
 
 @lru_cache(maxsize=16)
 def _ray_grid(camera: PinholeCamera) -> np.ndarray:
+    """Read-only (height, width, 3) float32 ((u - cx) / fx, (v - cy) / fy, 1); pixel (u, v) at depth Z is Z times it."""
     u = (np.arange(camera.width, dtype=np.float64) - camera.cx) / camera.fx
     v = (np.arange(camera.height, dtype=np.float64) - camera.cy) / camera.fy
     grid = np.ones((camera.height, camera.width, 3), dtype=np.float32)
