@@ -142,6 +142,14 @@ def test_channels_last_and_bf16_autocast_agree_with_fp32(parity_models):
     assert relative_error < 0.05
 
 
+def test_layer_norms_use_the_reference_epsilon():
+    # eps hardly moves the fixture's outputs (its activations are large), so the reference value is checked directly
+    model = DepthAnythingV2("vits")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * 12 + 1
+    assert {m.eps for m in norms} == {1e-6}
+
+
 def test_encoder_and_head_parameters_partition_the_model():
     model = DepthAnythingV2("vits")
     encoder = {id(p) for p in model.pretrained.parameters()}
