@@ -14,7 +14,7 @@ convention of Zhou et al. 2017) and ``scale_shift`` (least-squares scale and shi
 evaluates relative models, Ranftl et al. TPAMI 2020).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,10 +34,18 @@ _CROP_FRACTIONS = {
 }
 
 
-def valid_depth_mask(gt: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
-    """Pixels whose ground truth is finite and inside ``[min_depth, max_depth]`` metres: bool array, shape of ``gt``."""
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(gt) & (gt >= min_depth) & (gt <= max_depth)
+def valid_depth_mask(gt, min_depth: float, max_depth: float):
+    """Pixels whose ground truth is finite and inside ``[min_depth, max_depth]`` metres.
+
+    Args:
+        gt: depth in metres, a numpy array or a torch tensor of any shape; NaN / inf count as invalid.
+        min_depth: lower bound in metres.
+        max_depth: upper bound in metres.
+
+    Returns:
+        bool array or tensor (matching the input type), shape of ``gt``.
+    """
+    return (gt >= min_depth) & (gt <= max_depth)  # False for NaN and +-inf
 
 
 def crop_mask(height: int, width: int, crop: str | None) -> np.ndarray:
@@ -140,7 +148,8 @@ def align_prediction(
         return pred
     if mode == "median":
         return pred * (np.median(gt[mask]) / np.median(pred[mask]))
-    disparity = pred if pred_is_disparity else 1.0 / pred
+    with np.errstate(divide="ignore"):  # pixels outside the mask may be 0
+        disparity = pred if pred_is_disparity else 1.0 / pred
     s, t = scale_shift_inverse(disparity[mask], gt[mask])
     return 1.0 / np.maximum(s * disparity + t, 1.0 / max_depth)
 
@@ -197,3 +206,27 @@ def median_baseline(gt: np.ndarray, min_depth: float, max_depth: float) -> np.nd
     """The trivial predictor: each frame's median valid ground-truth depth everywhere; (H, W) float32 metres."""
     return np.full(gt.shape, np.median(gt[valid_depth_mask(gt, min_depth, max_depth)]), dtype=np.float32)
 
+
+
+def evaluate_frames(predict: Callable[[object], np.ndarray], frames: Iterable, *, min_depth: float, max_depth: float,
+                    crop: str | None = None, align: str = "none",
+                    pred_is_disparity: bool = False) -> Iterator[tuple[object, np.ndarray, dict[str, float]]]:
+    """Predict and score frames one by one (validation in training and ``training/evaluate.py`` share it).
+
+    Args:
+        predict: frame -> (H, W) prediction at the frame's depth resolution (e.g. ``DepthEstimator.infer`` of
+            ``frame.rgb`` with ``fx=frame.camera.fx``).
+        frames: :class:`depth_ros.data.RGBDFrame` objects (``.depth`` the ground truth).
+        min_depth: see :func:`evaluate_depth`.
+        max_depth: see :func:`evaluate_depth`.
+        crop: see :func:`evaluate_depth`.
+        align: see :func:`evaluate_depth`.
+        pred_is_disparity: see :func:`evaluate_depth`.
+
+    Yields:
+        ``(frame, prediction, metrics)`` per frame.
+    """
+    for frame in frames:
+        pred = predict(frame)
+        yield frame, pred, evaluate_depth(pred, frame.depth, min_depth=min_depth, max_depth=max_depth, crop=crop,
+                                          align=align, pred_is_disparity=pred_is_disparity)
