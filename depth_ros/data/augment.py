@@ -1,0 +1,171 @@
+"""Training samples: resize to network size, random crop, horizontal flip and colour jitter, intrinsics kept in step.
+
+The resize is the estimator's (:func:`depth_ros.checkpoints.network_size`: keep the aspect ratio, short side to the
+input size, sides multiples of 14, bicubic colour), so the network sees the scale it will see at inference; depth is
+resized with nearest neighbour so no invalid (NaN) pixel bleeds into valid ones, as in the Depth Anything V2
+``Resize(resize_target=True)`` transform. The crop is a square of the input size (the reference ``Crop``).
+
+Randomness is a pure function of (seed, epoch, sample index), so a resumed run sees exactly the same samples, in the
+same order, as an uninterrupted one, whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+import torch
+
+from depth_ros.checkpoints import network_size
+from depth_ros.data.frames import RGBDFrame, RGBDSequence
+from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD
+from depth_ros.geometry.camera import PinholeCamera
+
+_MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+_STD = np.asarray(IMAGENET_STD, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random training augmentation; jitter strengths as in torchvision's ``ColorJitter``.
+
+    Attributes:
+        hflip: mirror left-right with probability 0.5 (the only augmentation of the Depth Anything V2 paper).
+        brightness: factor drawn from [1 - b, 1 + b].
+        contrast: factor drawn from [1 - c, 1 + c], blending with the mean grey level.
+        saturation: factor drawn from [1 - s, 1 + s], blending with the grey image.
+        hue: shift drawn from [-h, h] of a full hue turn (h <= 0.5).
+    """
+
+    hflip: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.05
+
+    def __post_init__(self):
+        for name in ("brightness", "contrast", "saturation"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"augmentation.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.hue <= 0.5:
+            raise ValueError(f"augmentation.hue must be in [0, 0.5], got {self.hue}")
+
+
+def color_jitter(rgb: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.ndarray:
+    """Brightness, contrast, saturation and hue jitter of an (H, W, 3) float32 RGB image in [0, 1] (same shape)."""
+
+    def factor(strength: float) -> float:
+        return float(rng.uniform(1 - strength, 1 + strength))
+
+    out = rgb * factor(aug.brightness)
+    gray = cv2.cvtColor(np.clip(out, 0, 1), cv2.COLOR_RGB2GRAY)
+    out = (out - gray.mean()) * factor(aug.contrast) + gray.mean()
+    gray = cv2.cvtColor(np.clip(out, 0, 1), cv2.COLOR_RGB2GRAY)[..., None]
+    out = np.clip((out - gray) * factor(aug.saturation) + gray, 0, 1).astype(np.float32)
+    if aug.hue > 0:
+        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)  # float input: hue in degrees [0, 360)
+        hsv[..., 0] = (hsv[..., 0] + 360.0 * rng.uniform(-aug.hue, aug.hue)) % 360.0
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return np.clip(out, 0, 1)
+
+
+def resize_frame(frame: RGBDFrame, input_size: int) -> tuple[np.ndarray, np.ndarray, PinholeCamera]:
+    """Colour (bicubic, float32 [0, 1]) and depth (nearest, NaN kept) at network size, and the matching camera."""
+    height, width = network_size(*frame.rgb.shape[:2], input_size)
+    rgb = cv2.resize(frame.rgb.astype(np.float32) * (1.0 / 255.0), (width, height), interpolation=cv2.INTER_CUBIC)
+    depth = cv2.resize(frame.depth, (width, height), interpolation=cv2.INTER_NEAREST)
+    return np.clip(rgb, 0, 1), depth, frame.camera.resized(width, height)
+
+
+def crop_camera(camera: PinholeCamera, left: int, top: int, width: int, height: int) -> PinholeCamera:
+    """The camera of the ``width`` x ``height`` window whose top-left pixel is (``left``, ``top``)."""
+    return replace(camera, cx=camera.cx - left, cy=camera.cy - top, width=width, height=height)
+
+
+def flip_camera(camera: PinholeCamera) -> PinholeCamera:
+    """The camera of the left-right mirrored image (pixel u -> width - 1 - u)."""
+    return replace(camera, cx=camera.width - 1 - camera.cx)
+
+
+class TrainTransform:
+    """RGBDFrame -> network-ready training sample.
+
+    Args:
+        input_size: network input (square crop side), a multiple of 14.
+        augmentation: random flip and colour jitter; None disables both.
+    """
+
+    def __init__(self, input_size: int, augmentation: Augmentation | None = None):
+        network_size(input_size, input_size, input_size)  # validates the size
+        self.input_size = input_size
+        self.augmentation = augmentation
+
+    def __call__(self, frame: RGBDFrame, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Returns ``image`` (3, S, S) float32 ImageNet-normalised, ``depth`` (S, S) float32 metres (NaN invalid) and
+        ``intrinsics`` (4,) float32 ``fx, fy, cx, cy`` of that S x S image, S = ``input_size``."""
+        rgb, depth, camera = resize_frame(frame, self.input_size)
+        size = self.input_size
+        top = int(rng.integers(0, rgb.shape[0] - size + 1))
+        left = int(rng.integers(0, rgb.shape[1] - size + 1))
+        rgb, depth = rgb[top:top + size, left:left + size], depth[top:top + size, left:left + size]
+        camera = crop_camera(camera, left, top, size, size)
+        aug = self.augmentation
+        if aug is not None:
+            if aug.hflip and rng.random() < 0.5:
+                rgb, depth, camera = rgb[:, ::-1], depth[:, ::-1], flip_camera(camera)
+            rgb = color_jitter(np.ascontiguousarray(rgb), rng, aug)
+        image = ((rgb - _MEAN) / _STD).transpose(2, 0, 1)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+            "depth": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)),
+            "intrinsics": torch.tensor([camera.fx, camera.fy, camera.cx, camera.cy], dtype=torch.float32),
+        }
+
+
+class TrainingFrames(torch.utils.data.Dataset):
+    """Frames of a sequence through a :class:`TrainTransform`, with per-(seed, epoch, index) randomness.
+
+    Items are the transform's dict plus ``frame``: the index into ``source`` (for reports of bad batches).
+
+    Args:
+        source: the RGB-D sequence.
+        indices: which of its frames to use.
+        transform: the sample transform.
+        seed: base seed of the augmentation.
+    """
+
+    def __init__(self, source: RGBDSequence, indices: Sequence[int], transform: TrainTransform, seed: int):
+        self.source, self.indices, self.transform, self.seed = source, list(indices), transform, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch``."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        sample = self.transform(self.source[self.indices[i]], rng)
+        sample["frame"] = torch.tensor(self.indices[i])
+        return sample
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler[int]):
+    """A fresh permutation of ``range(count)`` each epoch, a pure function of ``(seed, epoch)``."""
+
+    def __init__(self, count: int, seed: int):
+        self.count, self.seed, self.epoch = count, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch``."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.count).tolist())
