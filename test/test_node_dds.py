@@ -34,7 +34,10 @@ PUBLISHER = textwrap.dedent("""
 def test_profile_helper_keeps_a_users_choice_and_sets_ours_otherwise(tmp_path):
     env = {}
     path = use_shipped_fastdds_profile(env)
-    assert path == str(fastdds_profile_path()) and all(env[name] == path for name in PROFILE_ENV_VARS)
+    assert path == str(fastdds_profile_path()) and env == {"FASTDDS_DEFAULT_PROFILES_FILE": path}
+    jazzy = {"ROS_DISTRO": "jazzy"}
+    use_shipped_fastdds_profile(jazzy)
+    assert all(jazzy[name] == path for name in PROFILE_ENV_VARS)
     assert fastdds_profile_path().read_text().count("<segment_size>33554432</segment_size>") == 1
     users = {"FASTRTPS_DEFAULT_PROFILES_FILE": str(tmp_path / "mine.xml")}
     assert use_shipped_fastdds_profile(users) == str(tmp_path / "mine.xml")

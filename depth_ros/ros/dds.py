@@ -16,8 +16,10 @@ from pathlib import Path
 _LOG = logging.getLogger(__name__)
 PACKAGE = "depth_ros"
 PROFILE_NAME = "fastdds_profile.xml"
-# Fast DDS 3 (ROS 2 Kilted and newer) reads the first name, Fast DDS 2 (Humble, Jazzy) the second.
+# Fast DDS 3 (ROS 2 Kilted and newer) reads the first name, Fast DDS 2 (Humble, Jazzy) the second (Fast DDS 3 warns
+# that it is deprecated, so it is only set for those distros).
 PROFILE_ENV_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
 
 
 def fastdds_profile_path() -> Path:
@@ -51,9 +53,10 @@ def fastdds_profile_path() -> Path:
 
 
 def use_shipped_fastdds_profile(env: MutableMapping[str, str] | None = None) -> str | None:
-    """Set ``FASTDDS_DEFAULT_PROFILES_FILE`` (and the Fast DDS 2 name) to the shipped profile unless one is set.
+    """Set ``FASTDDS_DEFAULT_PROFILES_FILE`` to the shipped profile unless a profile is already set.
 
-    A profile the user chose (either variable set and non-empty) is left alone. Must run before the DDS participant
+    A profile the user chose (either variable set and non-empty) is left alone. On Fast DDS 2 distros (``ROS_DISTRO``
+    humble, iron, jazzy) ``FASTRTPS_DEFAULT_PROFILES_FILE`` is set too. Must run before the DDS participant
     exists, i.e. before ``rclpy.init``; child processes inherit it when ``env`` is ``os.environ`` or is passed to them.
 
     Args:
@@ -71,6 +74,7 @@ def use_shipped_fastdds_profile(env: MutableMapping[str, str] | None = None) -> 
     except FileNotFoundError as error:
         _LOG.warning("%s; Fast DDS keeps its defaults (best-effort images over ~512 KB may be dropped)", error)
         return None
-    for name in PROFILE_ENV_VARS:
-        env[name] = path
+    env[PROFILE_ENV_VARS[0]] = path
+    if env.get("ROS_DISTRO") in FAST_DDS_2_DISTROS:
+        env[PROFILE_ENV_VARS[1]] = path
     return path

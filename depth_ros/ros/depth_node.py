@@ -1,0 +1,375 @@
+"""depth_node: camera images in; metric depth, PointCloud2 and OccupancyGrid out (ROS 2, rclpy).
+
+Topics (relative names, so a namespace or remapping places them):
+
+- in: ``image`` (sensor_msgs/Image) or, with ``use_compressed``, ``image/compressed`` (sensor_msgs/CompressedImage);
+  ``camera_info`` (sensor_msgs/CameraInfo); with ``use_reference_depth``, ``reference_depth`` (32FC1 / 16UC1).
+- out, each only while something subscribes: ``depth`` (32FC1 m, REP 118, the image's header), ``depth/camera_info``,
+  ``points`` (optical frame), ``occupancy`` (``grid_frame``) and ``/diagnostics``.
+
+Threads: the executor runs the callbacks, which only check and store messages; one worker thread runs the model on
+the newest image (a queue of depth 1: an image still waiting when a newer one arrives is dropped and counted), so
+latency stays bounded when images come faster than the network runs.
+
+Parameters: :mod:`depth_ros.ros.params` (documented in config/depth.yaml). The computation itself is
+:class:`depth_ros.pipeline.DepthPipeline`; this module only adapts messages and threads to it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import OccupancyGrid
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+
+from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.metrics import evaluate_depth
+from depth_ros.pipeline import DepthPipeline, check_camera_matches, pose_matrix
+from depth_ros.ros.conversions import (
+    camera_info_msg,
+    compressed_to_rgb,
+    depth_image_to_array,
+    depth_to_image_msg,
+    grid_to_msg,
+    image_to_rgb,
+    points_to_cloud_msg,
+    transform_msg_to_matrix,
+)
+from depth_ros.ros.dds import use_shipped_fastdds_profile
+from depth_ros.ros.diagnostics import NodeStats
+from depth_ros.ros.params import declare_and_load
+
+LOG_PERIOD = 5.0  # s between two logs of the same problem
+CACHE_SIZE = 30  # CameraInfo / reference depth messages remembered per frame_id (1 s at 30 Hz)
+OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)  # RViz and Nav2 both match it
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+@dataclass
+class _Frame:
+    msg: Image | CompressedImage
+    received: float  # time.monotonic() at receipt
+
+
+class _StampedCache:
+    """The last :data:`CACHE_SIZE` items per frame_id, keyed by stamp (ns); thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._items: dict[str, OrderedDict[int, object]] = {}
+
+    def add(self, frame_id: str, stamp: int, item) -> None:
+        with self._lock:
+            items = self._items.setdefault(frame_id, OrderedDict())
+            items.pop(stamp, None)
+            items[stamp] = item
+            while len(items) > CACHE_SIZE:
+                items.popitem(last=False)
+
+    def find(self, frame_id: str, stamp: int, exact: bool):
+        """``(stamp, item)`` with this stamp; else, unless ``exact``, the latest received; else None."""
+        with self._lock:
+            items = self._items.get(frame_id)
+            if not items:
+                return None
+            if stamp in items:
+                return stamp, items[stamp]
+            if exact:
+                return None
+            latest = next(reversed(items))
+            return latest, items[latest]
+
+    def discard(self, frame_id: str, stamp: int) -> None:
+        with self._lock:
+            self._items.get(frame_id, {}).pop(stamp, None)
+
+
+class DepthNode(Node):
+    """The depth_node ROS 2 node; see the module docstring. Call :meth:`stop` before destroying it.
+
+    Raises:
+        ConfigError: a parameter value it cannot run with.
+        CheckpointError: the checkpoint cannot be loaded.
+        ValueError: a bad device or precision, or a relative (non-metric) checkpoint.
+    """
+
+    def __init__(self, **node_options):
+        super().__init__("depth_node", **node_options)
+        self.config = config = declare_and_load(self)
+        self.pipeline = DepthPipeline.from_config(config)
+        self.stats = NodeStats()
+        self._last_logged: dict[str, float] = {}
+        self._warned_once: set[str] = set()
+        self._cameras = _StampedCache()
+        self._references = _StampedCache()
+        self._last_stamp: int | None = None
+        self._static_pose = pose_matrix(config.camera_to_base)
+        self._tf_buffer = self._start_tf() if config.use_tf else None
+
+        input_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE) if config.reliable_input \
+            else qos_profile_sensor_data
+        if config.use_compressed:
+            self.create_subscription(CompressedImage, "image/compressed", self._on_image, input_qos)
+        else:
+            self.create_subscription(Image, "image", self._on_image, input_qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, input_qos)
+        if config.use_reference_depth:
+            self.create_subscription(Image, "reference_depth", self._on_reference, input_qos)
+        self._depth_pub = self.create_publisher(Image, "depth", OUTPUT_QOS)
+        self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", OUTPUT_QOS)
+        self._points_pub = self.create_publisher(PointCloud2, "points", OUTPUT_QOS)
+        self._grid_pub = self.create_publisher(OccupancyGrid, "occupancy", OUTPUT_QOS)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(config.diagnostics_period, self._publish_diagnostics)
+
+        self._pending: _Frame | None = None
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="depth_inference", daemon=True)
+        self._worker.start()
+        metadata = self.pipeline.estimator.metadata
+        self.get_logger().info(
+            f"ready: {metadata.encoder} {metadata.head} model (max {metadata.max_depth} m) on "
+            f"{self.pipeline.estimator.device}, input {config.input_size} px; reading "
+            f"{self.resolve_topic_name('image/compressed' if config.use_compressed else 'image')}")
+
+    # --- logging ----------------------------------------------------------------------------------------------
+    def _due(self, key: str) -> bool:
+        """True (and remembered) unless a problem with the same ``key`` was logged less than LOG_PERIOD s ago."""
+        now = time.monotonic()
+        if now - self._last_logged.get(key, -LOG_PERIOD) < LOG_PERIOD:
+            return False
+        self._last_logged[key] = now
+        return True
+
+    # rclpy requires one severity per logging call site, hence one method per severity.
+    def _throttled_error(self, key: str, text: str) -> None:
+        if self._due(key):
+            self.get_logger().error(text)
+
+    def _throttled_warning(self, key: str, text: str) -> None:
+        if self._due(key):
+            self.get_logger().warning(text)
+
+    def _reject(self, what: str, problem: str) -> None:
+        self.stats.rejected()
+        self._throttled_error(f"{what}: {problem}", f"dropping {what}: {problem}")
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned_once:
+            self._warned_once.add(key)
+            self.get_logger().warning(text)
+
+    # --- callbacks (executor thread: check, store, never wait for the model) ----------------------------------
+    def _on_image(self, msg) -> None:
+        self.stats.received()
+        stamp = _stamp_ns(msg.header)
+        previous, self._last_stamp = self._last_stamp, stamp
+        if previous is not None and stamp < previous:
+            self._reject("image", f"its stamp {stamp / 1e9:.9f} s is earlier than the previous image's "
+                                  f"{previous / 1e9:.9f} s (stamps going backwards)")
+            return
+        with self._wake:
+            if self._pending is not None:
+                self.stats.dropped()
+            self._pending = _Frame(msg, time.monotonic())
+            self._wake.notify()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            camera = PinholeCamera.from_camera_info(msg, use_rectified=self.config.use_rectified)
+        except ValueError as error:
+            self._reject("CameraInfo", str(error))
+            return
+        self._cameras.add(msg.header.frame_id, _stamp_ns(msg.header), camera)
+
+    def _on_reference(self, msg: Image) -> None:
+        # Keyed by stamp only: a registered depth image may carry the depth camera's frame_id.
+        self._references.add("", _stamp_ns(msg.header), msg)
+
+    # --- worker thread ------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while self._pending is None and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                frame, self._pending = self._pending, None
+            try:
+                self._process(frame)
+            except Exception as error:  # a bug in one frame must not silently end the node's output
+                if self._stopping:
+                    return
+                self._throttled_error(f"unexpected {type(error).__name__}",
+                                      f"frame failed with {type(error).__name__}: {error}")
+
+    def stop(self) -> None:
+        """Stop the worker thread (waits for the frame in progress, at most 10 s)."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._worker.join(timeout=10.0)
+
+    def _process(self, frame: _Frame) -> None:
+        want_depth = self._depth_pub.get_subscription_count() > 0
+        want_info = self._info_pub.get_subscription_count() > 0
+        want_cloud = self._points_pub.get_subscription_count() > 0
+        want_grid = self._grid_pub.get_subscription_count() > 0
+        if not (want_depth or want_info or want_cloud or want_grid or self.config.use_reference_depth):
+            return
+        header = frame.msg.header
+        try:
+            rgb = compressed_to_rgb(frame.msg) if self.config.use_compressed else image_to_rgb(frame.msg)
+        except ValueError as error:
+            self._reject("image", str(error))
+            return
+        camera = self._camera_for(header, *rgb.shape[:2])
+        pose = self._camera_pose(header) if camera is not None and want_grid else None
+        try:
+            out = self.pipeline.run(rgb, camera, pose, want_cloud=want_cloud, want_grid=want_grid)
+        except ValueError as error:  # e.g. an image smaller than one 14 x 14 px network patch
+            self._reject("image", str(error))
+            return
+        if want_depth:
+            self._depth_pub.publish(depth_to_image_msg(out.depth, header))
+        if want_info and out.camera is not None:
+            self._info_pub.publish(camera_info_msg(out.camera, header))
+        if out.cloud is not None:
+            self._points_pub.publish(points_to_cloud_msg(out.cloud, header))
+        if out.grid is not None:
+            grid_header = Header(stamp=header.stamp, frame_id=self.config.grid_frame)
+            self._grid_pub.publish(grid_to_msg(out.grid, self.pipeline.grid_options.spec, grid_header))
+        timings = out.timings
+        self.stats.processed(
+            inference=timings["preprocess"] + timings["inference"] + timings["postprocess"],
+            end_to_end=time.monotonic() - frame.received,
+            from_stamp=(self.get_clock().now().nanoseconds - _stamp_ns(header)) / 1e9,
+        )
+        if self.config.use_reference_depth:
+            self._evaluate(header, out.prediction)
+
+    def _camera_for(self, header, height: int, width: int) -> PinholeCamera | None:
+        """The camera of this image: same stamp, else the latest of its frame_id; None (warned) if none fits."""
+        stamp = _stamp_ns(header)
+        while (found := self._cameras.find(header.frame_id, stamp, exact=False)) is not None:
+            info_stamp, camera = found
+            try:
+                check_camera_matches(camera, height, width)
+            except ValueError as error:
+                self._cameras.discard(header.frame_id, info_stamp)
+                self._reject("CameraInfo", str(error))
+                continue
+            if abs(info_stamp - stamp) > self.config.camera_info_tolerance * 1e9:
+                self._warn_once(
+                    f"stamps {header.frame_id}",
+                    f"no CameraInfo with the image's stamp for frame '{header.frame_id}': using one "
+                    f"{abs(info_stamp - stamp) / 1e9:.3f} s apart (camera_info_tolerance is "
+                    f"{self.config.camera_info_tolerance} s); warned once")
+            return camera
+        self._throttled_warning(
+            f"no camera {header.frame_id}",
+            f"no valid CameraInfo on {self.resolve_topic_name('camera_info')} for frame '{header.frame_id}' yet: "
+            "publishing depth only; points and occupancy wait for it")
+        return None
+
+    def _start_tf(self):
+        try:
+            from tf2_ros import Buffer, TransformListener
+        except ImportError:
+            self.get_logger().info("tf2_ros is not available: the camera pose is the camera_to_base parameter")
+            return None
+        buffer = Buffer()
+        self._tf_listener = TransformListener(buffer, self)
+        return buffer
+
+    def _camera_pose(self, header) -> np.ndarray | None:
+        """``T_grid_camera`` at the image's stamp from tf2, or the static camera_to_base; None (warned) if none."""
+        if self._tf_buffer is None:
+            return self._static_pose
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        try:
+            transform = self._tf_buffer.lookup_transform(
+                self.config.grid_frame, header.frame_id, Time.from_msg(header.stamp), timeout=Duration(seconds=0.1))
+        except Exception as error:  # tf2 raises several unrelated exception types
+            self._throttled_warning("tf", f"no transform {self.config.grid_frame} <- {header.frame_id}: {error}; "
+                                          "occupancy skipped")
+            return None
+        return transform_msg_to_matrix(transform)
+
+    def _evaluate(self, header, prediction: np.ndarray) -> None:
+        """Add this frame's AbsRel / RMSE / delta1 against the reference depth of (nearly) the same stamp."""
+        stamp = _stamp_ns(header)
+        found = self._references.find("", stamp, exact=False)
+        if found is None or abs(found[0] - stamp) > self.config.camera_info_tolerance * 1e9:
+            return
+        try:
+            reference = depth_image_to_array(found[1])
+        except ValueError as error:
+            self._references.discard("", found[0])
+            self._reject("reference_depth", str(error))
+            return
+        if reference.shape != prediction.shape:
+            reference = cv2.resize(reference, prediction.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        try:
+            metrics = evaluate_depth(prediction, reference, min_depth=self.config.min_depth,
+                                     max_depth=self.config.max_depth)
+        except ValueError:  # no valid reference pixel in this frame
+            return
+        self.stats.accuracy(metrics)
+
+    def _publish_diagnostics(self) -> None:
+        if self._diagnostics_pub.get_subscription_count() == 0:
+            return
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [self.stats.status(f"{self.get_name()}: depth pipeline", self.get_fully_qualified_name())]
+        self._diagnostics_pub.publish(array)
+
+
+def main(args=None) -> int:
+    """Entry point of ``depth_node``: exit status 0 on shutdown, 1 with one log line when start-up fails."""
+    use_shipped_fastdds_profile()
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = DepthNode()
+    except (ValueError, OSError) as error:  # ConfigError, CheckpointError, bad device, relative model, ...
+        rclpy.logging.get_logger("depth_node").fatal(f"cannot start: {error}")
+        rclpy.try_shutdown()
+        return 1
+    except KeyboardInterrupt:
+        rclpy.try_shutdown()
+        return 0
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Running statistics of depth_node and their diagnostic_msgs/DiagnosticStatus form.
+
+The node's callbacks and worker thread report events to one :class:`NodeStats` (thread-safe); a timer turns the
+statistics into a status for ``/diagnostics`` (rqt_robot_monitor, diagnostic_aggregator) once per period.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+ACCURACY_METRICS = ("abs_rel", "rmse", "delta1")
+
+
+class NodeStats:
+    """Counters and latency sums since start-up (totals) and since the last report (rates, means).
+
+    Times are seconds from ``time.monotonic`` (receipt) or the ROS clock (stamp latency, computed by the caller).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._since = time.monotonic()
+        self.received_total = 0
+        self.processed_total = 0
+        self.dropped_total = 0
+        self.rejected_total = 0
+        self._period = self._new_period()
+        self._accuracy_sums = dict.fromkeys(ACCURACY_METRICS, 0.0)
+        self.accuracy_frames = 0
+
+    @staticmethod
+    def _new_period() -> dict:
+        return {"received": 0, "processed": 0, "rejected": 0, "inference": 0.0, "end_to_end": 0.0,
+                "from_stamp": 0.0}
+
+    def received(self) -> None:
+        """An image arrived (before any check)."""
+        with self._lock:
+            self.received_total += 1
+            self._period["received"] += 1
+
+    def dropped(self) -> None:
+        """A waiting image was replaced by a newer one before the worker took it (newest frame wins)."""
+        with self._lock:
+            self.dropped_total += 1
+
+    def rejected(self) -> None:
+        """A message was malformed and dropped."""
+        with self._lock:
+            self.rejected_total += 1
+            self._period["rejected"] += 1
+
+    def processed(self, inference: float, end_to_end: float, from_stamp: float) -> None:
+        """A frame was published.
+
+        Args:
+            inference: seconds in preprocess + network + postprocess.
+            end_to_end: seconds from the image's receipt to the last publication.
+            from_stamp: seconds from the image's header stamp to the last publication (ROS clock).
+        """
+        with self._lock:
+            self.processed_total += 1
+            period = self._period
+            period["processed"] += 1
+            period["inference"] += inference
+            period["end_to_end"] += end_to_end
+            period["from_stamp"] += from_stamp
+
+    def accuracy(self, metrics: dict[str, float]) -> None:
+        """Per-frame metrics against the reference depth (depth_ros.metrics names); averaged over frames."""
+        with self._lock:
+            self.accuracy_frames += 1
+            for name in ACCURACY_METRICS:
+                self._accuracy_sums[name] += metrics[name]
+
+    def status(self, name: str, hardware_id: str) -> DiagnosticStatus:
+        """DiagnosticStatus for the period since the previous call (and totals since start-up); resets the period.
+
+        Level WARN when no image arrived in the period or some were malformed, else OK.
+        """
+        with self._lock:
+            now = time.monotonic()
+            seconds = max(now - self._since, 1e-9)
+            period, self._period, self._since = self._period, self._new_period(), now
+            processed = period["processed"]
+            values = {
+                "input rate (Hz)": period["received"] / seconds,
+                "processed rate (Hz)": processed / seconds,
+                "received frames": self.received_total,
+                "processed frames": self.processed_total,
+                "dropped frames": self.dropped_total,
+                "rejected messages": self.rejected_total,
+            }
+            if processed:
+                values["inference latency (ms)"] = 1000 * period["inference"] / processed
+                values["end-to-end latency (ms)"] = 1000 * period["end_to_end"] / processed
+                values["latency from stamp (ms)"] = 1000 * period["from_stamp"] / processed
+            if self.accuracy_frames:
+                values["accuracy frames"] = self.accuracy_frames
+                values["AbsRel"] = self._accuracy_sums["abs_rel"] / self.accuracy_frames
+                values["RMSE (m)"] = self._accuracy_sums["rmse"] / self.accuracy_frames
+                values["delta1"] = self._accuracy_sums["delta1"] / self.accuracy_frames
+        if period["received"] == 0:
+            level, message = DiagnosticStatus.WARN, "no images received"
+        elif period["rejected"]:
+            level, message = DiagnosticStatus.WARN, f"{period['rejected']} malformed message(s) dropped"
+        else:
+            level, message = DiagnosticStatus.OK, f"{values['processed rate (Hz)']:.1f} Hz"
+        return DiagnosticStatus(
+            level=level, name=name, message=message, hardware_id=hardware_id,
+            values=[KeyValue(key=key, value=_format(value)) for key, value in values.items()],
+        )
+
+
+def _format(value) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4g}"
