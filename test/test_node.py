@@ -198,8 +198,10 @@ class NodeHarness:
 
 
 # --------------------------------------------------------------------------------------------- default parameters
+# The camera 0.3 m ahead of and 1 m left of base_link, turned 0.4 rad to the left: no symmetry hides a flipped grid.
+CAMERA_TO_BASE = [0.3, 1.0, 0.5, DEFAULT_CAMERA_TO_BASE[3], 0.0, DEFAULT_CAMERA_TO_BASE[5] + 0.4]
 NODE_PARAMS = {"input_size": 70, "use_reference_depth": True, "diagnostics_period": 0.5,
-               "camera_to_base": list(DEFAULT_CAMERA_TO_BASE)}
+               "camera_to_base": CAMERA_TO_BASE}
 
 
 @pytest.fixture(scope="class")
@@ -246,7 +248,7 @@ class TestDefaultNode:
         spec = GridSpec(info.resolution, info.width, info.height, info.origin.position.x, info.origin.position.y)
         grid = np.asarray(grid_msg.data, dtype=np.int8).reshape(info.height, info.width)
 
-        pose = pose_matrix(DEFAULT_CAMERA_TO_BASE)
+        pose = pose_matrix(CAMERA_TO_BASE)
         cloud = cloud_msg_to_array(out["points"])
         points = transform_points(pose, np.stack([cloud[a] for a in "xyz"], axis=-1).reshape(-1, 3))
         points = points[~np.isnan(points).any(axis=1)]

@@ -1,0 +1,48 @@
+"""depth_node start-up failures: a bad checkpoint or parameter ends the process non-zero with one clear line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
+from depth_ros.models import DepthAnythingV2
+
+NODE_SCRIPT = Path(sys.executable).with_name("depth_node")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("startup_checkpoints")
+    torch.manual_seed(0)
+    relative = save_checkpoint(folder / "relative.pth", DepthAnythingV2("vits", "relative", 1.0),
+                               CheckpointMetadata("vits", "relative", 1.0))
+    truncated = folder / "truncated.pth"
+    truncated.write_bytes(relative.read_bytes()[:4096])
+    return {"relative": relative, "truncated": truncated, "missing": folder / "missing.pth"}
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "params", "message"),
+    [
+        ("missing", [], "missing.pth: no such checkpoint file"),
+        ("truncated", [], "truncated.pth"),
+        ("relative", [], "the checkpoint has a relative (inverse-depth) head"),
+        ("relative", ["output_scale:=2.0"], "parameter 'output_scale' must be in (0, 1] (got 2.0)"),
+        ("relative", ["min_depth:=near"], "parameter 'min_depth' must be a finite number (got 'near')"),
+    ],
+)
+def test_bad_start_up_exits_with_one_clear_line(checkpoints, checkpoint, params, message):
+    args = [str(NODE_SCRIPT), "--ros-args", "-r", "__ns:=/startup", "-p", f"checkpoint:={checkpoints[checkpoint]}"]
+    for param in params:
+        args += ["-p", param]
+    env = dict(os.environ, RCUTILS_COLORIZED_OUTPUT="0")
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    fatal = [line for line in lines if "[FATAL]" in line]
+    assert len(fatal) == 1 and message in fatal[0] and "cannot start" in fatal[0], lines
+    assert "Traceback" not in result.stderr
