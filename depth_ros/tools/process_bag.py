@@ -1,0 +1,440 @@
+"""``process_bag``: run depth_node's pipeline over a recorded bag and write its outputs to a new MCAP bag.
+
+Reads a ROS 1 or ROS 2 bag with rosbags (``AnyReader``), runs :class:`depth_ros.pipeline.DepthPipeline` (the very
+code the node runs, with the node's parameters) on an image topic (sensor_msgs/Image or CompressedImage) and its
+CameraInfo, and writes a rosbag2 (MCAP storage) with ``<namespace>/depth`` (32FC1 m, REP 118, the image's header),
+``<namespace>/depth/camera_info``, ``<namespace>/points`` (optical frame) and ``<namespace>/occupancy``
+(``grid_frame``, camera pose from the ``camera_to_base`` parameter); with ``--copy-input`` every input topic too.
+Output messages carry the input image's log time.
+
+Serialisation: the messages are built with :mod:`depth_ros.ros.conversions` (the node's own builders) and serialised
+by rclpy (``serialize_message``), so the bag holds the bytes the node would publish; rosbags' typestore only provides
+the message definitions for the MCAP schemas.
+
+The bag is written into a temporary folder beside the output and renamed when complete; on an error or Ctrl-C the
+partial output is removed.
+
+Example::
+
+    process_bag recording/ processed/ --image-topic /camera/color/image_raw --params config/depth.yaml \
+        --checkpoint da2-metric-indoor-small --copy-input
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+from bisect import bisect_left
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
+from tqdm import tqdm
+
+from depth_ros.tools.cli import run_cli
+
+log = logging.getLogger(__name__)
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+DEFAULT_IMAGE_TOPIC = "/camera/color/image_raw"
+DEFAULT_NAMESPACE = "/depth_ros"
+# output topic (relative to the namespace) -> message type, as depth_node publishes them
+OUTPUT_TOPICS = {
+    "depth": IMAGE,
+    "depth/camera_info": CAMERA_INFO,
+    "points": "sensor_msgs/msg/PointCloud2",
+    "occupancy": "nav_msgs/msg/OccupancyGrid",
+}
+
+
+def load_params_file(path: str | Path) -> dict:
+    """The ``depth_node`` parameters of a ROS 2 parameters YAML file (e.g. config/depth.yaml).
+
+    Takes ``ros__parameters`` of the ``/**`` entry and of any entry naming ``depth_node`` (with or without a
+    namespace), the latter winning, as a node called depth_node would receive them.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: not YAML, or no ``/**`` / ``depth_node`` entry with ``ros__parameters``.
+    """
+    try:
+        content = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not a YAML parameters file: {exc}") from exc
+    entries = [key for key in (content or {}) if key == "/**" or str(key).rsplit("/", 1)[-1] == "depth_node"]
+    entries.sort(key=lambda key: key != "/**")  # wildcard first, so depth_node's own values override it
+    values = {}
+    for key in entries:
+        values.update((content[key] or {}).get("ros__parameters") or {})
+    if not entries:
+        raise ValueError(f"{path}: no '/**' or 'depth_node' entry with ros__parameters")
+    return values
+
+
+def load_config(params_file: str | Path | None = None, **overrides):
+    """:class:`~depth_ros.ros.params.NodeConfig` from a parameters file (None: the defaults) and overrides.
+
+    Args:
+        params_file: ROS 2 parameters YAML (see :func:`load_params_file`).
+        overrides: parameter name -> value; None values are ignored (e.g. CLI options not given).
+
+    Raises:
+        ConfigError: a value the node could not run with (names the parameter).
+        OSError, ValueError: as :func:`load_params_file`.
+    """
+    from depth_ros.ros.params import NodeConfig
+
+    values = load_params_file(params_file) if params_file is not None else {}
+    values.update({name: value for name, value in overrides.items() if value is not None})
+    return NodeConfig.from_values(values)
+
+
+@dataclass
+class CameraFrame:
+    """One image of a bag, decoded.
+
+    Attributes:
+        header: the image's std_msgs/Header (rosbags dataclass: stamp and frame_id).
+        rgb: (H, W, 3) uint8 RGB.
+        camera: intrinsics from the CameraInfo with the image's stamp (else the nearest one of its frame_id), or
+            None when the bag has none for that frame_id.
+    """
+
+    header: object
+    rgb: object
+    camera: object
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class BagCameraReader:
+    """Images and CameraInfo of one camera in a ROS 1 / ROS 2 bag (any storage rosbags reads).
+
+    Use as a context manager. CameraInfo messages are read once up front; each image gets the one with its stamp or
+    else the nearest one of its frame_id (a warning, once, when that is more than ``tolerance`` s away).
+
+    Args:
+        path: rosbag2 folder, ``.mcap`` / ``.db3`` file, or ROS 1 ``.bag`` file.
+        image_topic: sensor_msgs/Image or sensor_msgs/CompressedImage topic.
+        info_topic: its sensor_msgs/CameraInfo; default ``camera_info`` beside ``image_topic`` (for
+            ``.../image_raw/compressed`` beside ``image_raw``).
+        use_rectified: intrinsics from P (rectified images) instead of K (see PinholeCamera.from_camera_info).
+        tolerance: seconds between image and CameraInfo stamps above which a warning is logged.
+
+    Raises:
+        FileNotFoundError: no such bag.
+        ValueError: unreadable bag; a missing topic or one of the wrong type (the message lists the bag's topics);
+            an invalid CameraInfo.
+    """
+
+    def __init__(self, path: str | Path, image_topic: str = DEFAULT_IMAGE_TOPIC, info_topic: str | None = None,
+                 use_rectified: bool = True, tolerance: float = 0.1):
+        from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no such bag")
+        self.image_topic = image_topic
+        base = image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") else image_topic
+        self.info_topic = info_topic or base.rsplit("/", 1)[0] + "/camera_info"
+        self.use_rectified = use_rectified
+        self.tolerance = tolerance
+        self._warned: set[str] = set()
+        with _bag_errors(self.path, "cannot open bag", also=(OSError,)):
+            self.reader = AnyReader([self.path], default_typestore=get_typestore(Stores.LATEST))
+            self.reader.open()
+        try:
+            self.image_connections = self._connections(image_topic, (IMAGE, COMPRESSED))
+            self.info_connections = self._connections(self.info_topic, (CAMERA_INFO,))
+            self._cameras = self._read_cameras()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> BagCameraReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the bag."""
+        self.reader.close()
+
+    @property
+    def frame_count(self) -> int:
+        """Number of messages on the image topic."""
+        return sum(c.msgcount for c in self.image_connections)
+
+    def topic_listing(self) -> str:
+        """``topic (type, N msgs)`` of every topic of the bag, comma separated (for error messages)."""
+        return ", ".join(f"{c.topic} ({c.msgtype}, {c.msgcount} msgs)" for c in self.reader.connections)
+
+    def _connections(self, topic: str, types: tuple[str, ...]) -> list:
+        connections = [c for c in self.reader.connections if c.topic == topic]
+        if not connections:
+            raise ValueError(f"{self.path}: no topic {topic!r}; the bag's topics: {self.topic_listing()}")
+        if any(c.msgtype not in types for c in connections):
+            raise ValueError(f"{self.path}: topic {topic!r} has type {connections[0].msgtype}, expected "
+                             f"{' or '.join(types)}; the bag's topics: {self.topic_listing()}")
+        return connections
+
+    def _deserialize(self, connection, time_ns: int, raw):
+        with _bag_errors(self.path, f"corrupt {connection.msgtype} message on {connection.topic} at log time "
+                                    f"{time_ns / 1e9:.9f} s"):
+            return self.reader.deserialize(raw, connection.msgtype)
+
+    def _read_cameras(self) -> dict[str, tuple[list[int], list]]:
+        """frame_id -> (sorted stamps in ns, cameras) of every CameraInfo."""
+        from depth_ros.geometry.camera import PinholeCamera
+
+        by_frame: dict[str, dict[int, object]] = {}
+        with _bag_errors(self.path, f"cannot read {self.info_topic}"):
+            for connection, time_ns, raw in self.reader.messages(connections=self.info_connections):
+                msg = self._deserialize(connection, time_ns, raw)
+                try:
+                    camera = PinholeCamera.from_camera_info(msg, use_rectified=self.use_rectified)
+                except ValueError as exc:
+                    raise ValueError(f"{self.path}: {self.info_topic} at {_stamp_ns(msg.header) / 1e9:.9f} s: "
+                                     f"{exc}") from exc
+                by_frame.setdefault(msg.header.frame_id, {})[_stamp_ns(msg.header)] = camera
+        return {frame_id: (sorted(items), [items[s] for s in sorted(items)]) for frame_id, items in by_frame.items()}
+
+    def camera_for(self, header):
+        """The camera of an image with this header: same stamp, else the nearest one of its frame_id, else None."""
+        if header.frame_id not in self._cameras:
+            self._warn_once(f"no camera {header.frame_id}",
+                            f"{self.info_topic} has no CameraInfo for frame '{header.frame_id}': depth only, no "
+                            "points or occupancy for its images")
+            return None
+        stamps, cameras = self._cameras[header.frame_id]
+        stamp = _stamp_ns(header)
+        index = bisect_left(stamps, stamp)
+        nearest = min((i for i in (index - 1, index) if 0 <= i < len(stamps)), key=lambda i: abs(stamps[i] - stamp))
+        if abs(stamps[nearest] - stamp) > self.tolerance * 1e9:
+            self._warn_once(f"stamps {header.frame_id}",
+                            f"no CameraInfo with the image's stamp for frame '{header.frame_id}': using one "
+                            f"{abs(stamps[nearest] - stamp) / 1e9:.3f} s apart (tolerance {self.tolerance} s); "
+                            "warned once")
+        return cameras[nearest]
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(text)
+
+    def decode(self, connection, time_ns: int, raw) -> CameraFrame:
+        """Decode one message of the image topic (as yielded by :meth:`messages`).
+
+        Raises:
+            ValueError: corrupt message or an image that cannot be decoded (names topic and stamp).
+        """
+        from depth_ros.ros.conversions import compressed_to_rgb, image_to_rgb
+
+        msg = self._deserialize(connection, time_ns, raw)
+        try:
+            rgb = compressed_to_rgb(msg) if connection.msgtype == COMPRESSED else image_to_rgb(msg)
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: {connection.topic} at {_stamp_ns(msg.header) / 1e9:.9f} s: {exc}") from exc
+        return CameraFrame(msg.header, rgb, self.camera_for(msg.header))
+
+    def messages(self, all_topics: bool = False) -> Iterator[tuple[object, int, object]]:
+        """``(connection, log time ns, raw bytes)`` in log-time order: the image topic, or with ``all_topics`` all.
+
+        Raises:
+            ValueError: the bag cannot be read (e.g. truncated).
+        """
+        connections = None if all_topics else self.image_connections
+        with _bag_errors(self.path, "cannot read bag"):
+            yield from self.reader.messages(connections=connections)
+
+    def frames(self) -> Iterator[tuple[int, CameraFrame]]:
+        """``(log time ns, frame)`` of every image, in log-time order (ValueError as :meth:`decode`)."""
+        for connection, time_ns, raw in self.messages():
+            yield time_ns, self.decode(connection, time_ns, raw)
+
+    def cdr(self, connection, raw) -> bytes:
+        """A message of this bag as CDR bytes (rosbag2 data is CDR already; ROS 1 data is converted)."""
+        return raw if self.reader.is2 else self.reader.typestore.ros1_to_cdr(raw, connection.msgtype)
+
+
+@contextmanager
+def _bag_errors(path: Path, what: str, also: tuple[type[Exception], ...] = ()):
+    """Turn rosbags' own exceptions (and ``also``) into a ValueError ``<path>: <what>: <error>``."""
+    try:
+        yield
+    except Exception as exc:
+        if not (type(exc).__module__.startswith("rosbags") or isinstance(exc, also)):
+            raise
+        raise ValueError(f"{path}: {what}: {exc}") from exc
+
+
+def output_messages(out, header, grid_spec, grid_frame: str) -> dict[str, object]:
+    """The rclpy messages depth_node publishes for one :class:`~depth_ros.pipeline.PipelineOutput`.
+
+    Args:
+        out: the pipeline's output for one image.
+        header: that image's header (rclpy or rosbags); depth, depth/camera_info and points copy it.
+        grid_spec: the pipeline's :class:`~depth_ros.geometry.occupancy.GridSpec`.
+        grid_frame: frame_id of the occupancy grid (the header stamp is the image's).
+
+    Returns:
+        relative topic name (see :data:`OUTPUT_TOPICS`) -> message, for the parts the output has.
+    """
+    from depth_ros.ros.conversions import camera_info_msg, depth_to_image_msg, grid_to_msg, points_to_cloud_msg
+
+    messages = {"depth": depth_to_image_msg(out.depth, header)}
+    if out.camera is not None:
+        messages["depth/camera_info"] = camera_info_msg(out.camera, header)
+    if out.cloud is not None:
+        messages["points"] = points_to_cloud_msg(out.cloud, header)
+    if out.grid is not None:
+        messages["occupancy"] = grid_to_msg(out.grid, grid_spec, SimpleNamespace(stamp=header.stamp,
+                                                                                 frame_id=grid_frame))
+    return messages
+
+
+@dataclass
+class ProcessSummary:
+    """What :func:`process_bag` wrote: frames processed and messages per output topic."""
+
+    frames: int
+    messages: dict[str, int]
+
+
+def output_topic(namespace: str, name: str) -> str:
+    """``namespace/name`` as an absolute topic name."""
+    return "/" + "/".join(part for part in (*namespace.split("/"), name) if part)
+
+
+def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeline=None,
+                image_topic: str = DEFAULT_IMAGE_TOPIC, info_topic: str | None = None,
+                namespace: str = DEFAULT_NAMESPACE, copy_input: bool = False,
+                progress: bool = True) -> ProcessSummary:
+    """Run the depth pipeline over a bag's images and write a new rosbag2 (MCAP, metadata version 8).
+
+    Args:
+        input_bag: ROS 1 / ROS 2 bag (see :class:`BagCameraReader`).
+        output_bag: folder to create; must not exist. Written under a temporary name and renamed when complete.
+        config: the node's :class:`~depth_ros.ros.params.NodeConfig` (model, ranges, cloud, grid, camera pose).
+        pipeline: a :class:`~depth_ros.pipeline.DepthPipeline` to reuse; None builds one from ``config``.
+        image_topic: image topic to process.
+        info_topic: its CameraInfo topic (default: ``camera_info`` beside it).
+        namespace: output topics are ``<namespace>/depth``, ``.../depth/camera_info``, ``.../points``,
+            ``.../occupancy``.
+        copy_input: also copy every topic of the input bag.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        :class:`ProcessSummary`.
+
+    Raises:
+        FileExistsError: the output exists.
+        ValueError: see :class:`BagCameraReader`; an output topic that clashes with a copied one; an image or
+            CameraInfo that cannot be used (names topic and stamp). Nothing is left behind at ``output_bag``.
+        CheckpointError: the checkpoint cannot be loaded.
+    """
+    from rclpy.serialization import serialize_message
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from depth_ros.pipeline import DepthPipeline, pose_matrix
+
+    output_bag = Path(output_bag)
+    if output_bag.exists():
+        raise FileExistsError(f"{output_bag}: already exists; remove it or choose another output")
+    topics = {name: output_topic(namespace, name) for name in OUTPUT_TOPICS}
+    camera_to_grid = pose_matrix(config.camera_to_base)
+    with BagCameraReader(input_bag, image_topic, info_topic, config.use_rectified,
+                         config.camera_info_tolerance) as bag:
+        clashes = sorted(set(topics.values()) & {c.topic for c in bag.reader.connections})
+        if copy_input and clashes:
+            raise ValueError(f"output topic(s) {', '.join(clashes)} already exist in {bag.path}; choose another "
+                             "--namespace")
+        pipeline = pipeline or DepthPipeline.from_config(config)
+        output_bag.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output_bag.name}.", suffix=".partial", dir=output_bag.parent))
+        try:
+            writer = Writer(staging / output_bag.name, version=8, storage_plugin=StoragePlugin.MCAP)
+            with writer:
+                typestore = get_typestore(Stores.LATEST)
+                outputs = {name: writer.add_connection(topics[name], msgtype, typestore=typestore)
+                           for name, msgtype in OUTPUT_TOPICS.items()}
+                copies = {}
+                if copy_input:
+                    copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag.reader.typestore)
+                              for c in bag.reader.connections}
+                counts = dict.fromkeys(topics.values(), 0)
+                frames = 0
+                image_ids = {c.id for c in bag.image_connections}
+                with tqdm(total=bag.frame_count, desc="process_bag", unit="frame", disable=not progress) as bar:
+                    for connection, time_ns, raw in bag.messages(all_topics=copy_input):
+                        if copy_input:
+                            writer.write(copies[connection.id], time_ns, bag.cdr(connection, raw))
+                        if connection.id not in image_ids:
+                            continue
+                        frame = bag.decode(connection, time_ns, raw)
+                        try:
+                            out = pipeline.run(frame.rgb, frame.camera, camera_to_grid)
+                        except ValueError as exc:
+                            raise ValueError(f"{bag.path}: {connection.topic} at "
+                                             f"{_stamp_ns(frame.header) / 1e9:.9f} s: {exc}") from exc
+                        messages = output_messages(out, frame.header, pipeline.grid_options.spec, config.grid_frame)
+                        for name, msg in messages.items():
+                            writer.write(outputs[name], time_ns, serialize_message(msg))
+                            counts[topics[name]] += 1
+                        frames += 1
+                        bar.update()
+            (staging / output_bag.name).rename(output_bag)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return ProcessSummary(frames, counts)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="process_bag", description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", type=Path, help="input bag: rosbag2 folder, .mcap/.db3 file or ROS 1 .bag")
+    parser.add_argument("output", type=Path, help="output rosbag2 folder (MCAP) to create")
+    parser.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC,
+                        help="sensor_msgs/Image or CompressedImage topic (default: %(default)s)")
+    parser.add_argument("--info-topic", help="its CameraInfo topic (default: camera_info beside the image topic)")
+    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE,
+                        help="namespace of the output topics depth, depth/camera_info, points, occupancy "
+                             "(default: %(default)s)")
+    parser.add_argument("--copy-input", action="store_true", help="copy every input topic into the output bag too")
+    parser.add_argument("--params", type=Path,
+                        help="depth_node parameters file (e.g. config/depth.yaml); default: the node's defaults")
+    parser.add_argument("--checkpoint", help="override the checkpoint parameter (file or model id)")
+    parser.add_argument("--input-size", type=int, help="override input_size (px, multiple of 14)")
+    parser.add_argument("--device", help="override device (auto, cpu, cuda, cuda:N)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="override precision")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def run() -> None:
+        config = load_config(args.params, checkpoint=args.checkpoint, input_size=args.input_size,
+                             device=args.device, precision=args.precision)
+        summary = process_bag(args.input, args.output, config, image_topic=args.image_topic,
+                              info_topic=args.info_topic, namespace=args.namespace, copy_input=args.copy_input)
+        written = ", ".join(f"{topic} {count}" for topic, count in summary.messages.items())
+        log.info("%s: %d frames processed; messages: %s", args.output, summary.frames, written)
+
+    return run_cli("process_bag", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
