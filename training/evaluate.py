@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Evaluate a depth checkpoint on an RGB-D dataset (TUM-format folder, bag, NYU HDF5) with the standard metrics.
+
+Usage::
+
+    python training/evaluate.py --checkpoint FILE --data PATH [--frames A:B] [--align none|median|scale_shift]
+                                [--input-size N] --out DIR
+
+Each frame goes through :class:`DepthEstimator` exactly as deployed (network size, upsampled to the ground truth's
+resolution, focal correction with the dataset's fx), then :func:`depth_ros.metrics.evaluate_depth`. Writes
+``DIR/summary.json`` (means over frames of abs_rel, sq_rel, rmse, rmse_log, log10, delta1, delta2, delta3, silog,
+and n_frames), ``DIR/per_frame.csv`` and ``DIR/figure.png`` (image / ground truth / prediction / error panels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from depth_ros.checkpoints import OFFICIAL_INPUT_SIZE
+from depth_ros.data import open_rgbd, parse_frame_range
+from depth_ros.estimator import DepthEstimator
+from depth_ros.metrics import (
+    ALIGN_MODES,
+    CROPS,
+    METRIC_NAMES,
+    align_prediction,
+    evaluate_frames,
+    mean_metrics,
+    valid_depth_mask,
+)
+
+RELATIVE_MAX_DEPTH = 10.0  # depth cap for relative models (scale_shift alignment) unless --max-depth is given
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file, official model id or transformers model")
+    parser.add_argument("--data", required=True, help="TUM-format folder, bag (folder/.mcap/.db3/.bag) or .h5 data")
+    parser.add_argument("--frames", default=None, help="frame range A:B (Python slice of the paired frames)")
+    parser.add_argument("--align", choices=ALIGN_MODES, default="none",
+                        help="none (metric), median scaling, or least-squares scale+shift in inverse depth")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="network short side (multiple of 14); default: the checkpoint's training size")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--min-depth", type=float, default=0.001, help="valid ground truth from (m)")
+    parser.add_argument("--max-depth", type=float, default=None,
+                        help=f"valid ground truth up to (m); default the model's range ({RELATIVE_MAX_DEPTH} m for "
+                             "relative models)")
+    parser.add_argument("--crop", choices=CROPS, default=None, help="evaluation crop")
+    parser.add_argument("--depth-scale", type=float, default=None, help="TUM depth PNG units per metre")
+    parser.add_argument("--intrinsics", type=float, nargs=4, default=None, metavar=("FX", "FY", "CX", "CY"),
+                        help="intrinsics for TUM/HDF5 data without an intrinsics file")
+    parser.add_argument("--rgb-topic", default="/camera/color/image_raw", help="bag colour topic")
+    parser.add_argument("--depth-topic", default="/camera/depth/image_raw", help="bag depth topic")
+    parser.add_argument("--info-topic", default=None, help="bag CameraInfo topic (default: beside --rgb-topic)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    parser.add_argument("--no-focal-correction", action="store_true", help="ignore the dataset's focal length")
+    parser.add_argument("--figure-frames", type=int, default=4, help="frames shown in figure.png")
+    return parser.parse_args(argv)
+
+
+def load_estimator(args: argparse.Namespace) -> DepthEstimator:
+    """The estimator at ``--input-size`` or, by default, at the checkpoint's own training input size."""
+    options = dict(device=args.device, precision=args.precision, focal_correction=not args.no_focal_correction)
+    estimator = DepthEstimator.from_checkpoint(args.checkpoint, input_size=args.input_size or OFFICIAL_INPUT_SIZE,
+                                               **options)
+    if args.input_size is None and estimator.metadata.input_size != estimator.input_size:
+        estimator = DepthEstimator(estimator.model, estimator.metadata, input_size=estimator.metadata.input_size,
+                                   **options)
+    return estimator
+
+
+def save_figure(samples: list, path: Path, max_depth: float) -> None:
+    """Rows of image / ground truth / prediction / absolute relative error for ``(frame, prediction)`` samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(samples), 4, figsize=(16, 3.2 * len(samples)), squeeze=False)
+    for row, (frame, pred) in zip(axes, samples, strict=True):
+        valid = valid_depth_mask(frame.depth, 0.0, max_depth)
+        vmax = float(np.nanpercentile(frame.depth[valid], 98)) if valid.any() else max_depth
+        error = np.where(valid, np.abs(pred - frame.depth) / np.where(valid, frame.depth, 1.0), np.nan)
+        panels = [(frame.rgb, "image", {}), (frame.depth, "ground truth [m]", dict(cmap="turbo", vmin=0, vmax=vmax)),
+                  (pred, "prediction [m]", dict(cmap="turbo", vmin=0, vmax=vmax)),
+                  (error, "|pred - gt| / gt", dict(cmap="magma", vmin=0, vmax=0.5))]
+        for ax, (image, title, style) in zip(row, panels, strict=True):
+            shown = ax.imshow(image, **style)
+            ax.set_title(f"{title}\n{frame.name}" if title == "image" else title, fontsize=8)
+            ax.axis("off")
+            if style:
+                fig.colorbar(shown, ax=ax, fraction=0.035)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def evaluate(args: argparse.Namespace, show_progress: bool = True) -> dict:
+    """Run the evaluation described by the parsed arguments; returns the summary written to ``summary.json``."""
+    from tqdm.auto import tqdm
+
+    source = open_rgbd(args.data, depth_scale=args.depth_scale, intrinsics=args.intrinsics,
+                       rgb_topic=args.rgb_topic, depth_topic=args.depth_topic, info_topic=args.info_topic)
+    indices = list(parse_frame_range(args.frames, len(source)) if args.frames else range(len(source)))
+    estimator = load_estimator(args)
+    relative = not estimator.is_metric
+    if relative and args.align != "scale_shift":
+        raise ValueError(f"{args.checkpoint} is a relative model: evaluate it with --align scale_shift")
+    max_depth = args.max_depth or (RELATIVE_MAX_DEPTH if relative else estimator.metadata.max_depth)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shown = set(np.linspace(0, len(indices) - 1, min(args.figure_frames, len(indices))).round().astype(int).tolist())
+    rows, samples = [], []
+    results = evaluate_frames(lambda frame: estimator.infer(frame.rgb, fx=frame.camera.fx),
+                              (source[i] for i in indices), min_depth=args.min_depth, max_depth=max_depth,
+                              crop=args.crop, align=args.align, pred_is_disparity=relative)
+    for position, (frame, pred, metrics) in enumerate(tqdm(results, total=len(indices), desc="evaluate",
+                                                           disable=not show_progress)):
+        rows.append({"frame": indices[position], "name": frame.name, **metrics})
+        if position in shown:  # the figure shows the prediction as scored (aligned, in metres)
+            mask = valid_depth_mask(frame.depth, args.min_depth, max_depth)
+            samples.append((frame, align_prediction(pred, frame.depth, mask, args.align, max_depth, relative)))
+    summary = mean_metrics([{k: r[k] for k in METRIC_NAMES} for r in rows])
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with (out / "per_frame.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["frame", "name", *METRIC_NAMES])
+        writer.writeheader()
+        writer.writerows(rows)
+    if samples:
+        save_figure(samples, out / "figure.png", max_depth)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = evaluate(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
