@@ -81,7 +81,8 @@ def _ros_value(value) -> str:
 class NodeHarness:
     """A depth_node process plus an in-process rclpy peer that feeds it and records its outputs by stamp."""
 
-    def __init__(self, params: dict, log_path: Path, namespace: str, compressed: bool = False):
+    def __init__(self, params: dict, log_path: Path, namespace: str, compressed: bool = False,
+                 reliable: bool = False):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import OccupancyGrid
@@ -101,18 +102,19 @@ class NodeHarness:
         self.received = {topic: {} for topic in OUTPUTS}
         self.diagnostics = []
         self._changed = threading.Condition()
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        reliable_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         types = {"depth": Image, "depth/camera_info": CameraInfo, "points": PointCloud2,
                  "occupancy": OccupancyGrid, "/diagnostics": DiagnosticArray}
         self._subscriptions = [
-            self.node.create_subscription(kind, topic, lambda msg, topic=topic: self._record(topic, msg), reliable)
+            self.node.create_subscription(kind, topic, lambda msg, topic=topic: self._record(topic, msg), reliable_qos)
             for topic, kind in types.items()
         ]
-        self.image_pub = self.node.create_publisher(
-            CompressedImage if compressed else Image, "image/compressed" if compressed else "image",
-            qos_profile_sensor_data)
-        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
-        self.reference_pub = self.node.create_publisher(Image, "reference_depth", qos_profile_sensor_data)
+        self.image_type = CompressedImage if compressed else Image
+        self.image_topic = "image/compressed" if compressed else "image"
+        input_qos = reliable_qos if reliable else qos_profile_sensor_data
+        self.image_pub = self.node.create_publisher(self.image_type, self.image_topic, input_qos)
+        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", input_qos)
+        self.reference_pub = self.node.create_publisher(Image, "reference_depth", input_qos)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
@@ -276,6 +278,8 @@ class TestDefaultNode:
             assert float(values[key]) == pytest.approx(np.mean([m[name] for m in expected]), rel=1e-3)
         assert int(values["processed frames"]) >= 2 and float(values["inference latency (ms)"]) > 0
         assert float(values["end-to-end latency (ms)"]) >= float(values["inference latency (ms)"])
+        stages = ("decode", "preprocess", "inference", "postprocess", "cloud", "grid", "publish")
+        assert all(float(values[f"{stage} (ms)"]) > 0 for stage in stages)
 
     def test_no_camera_info_yet_depth_only_with_a_warning(self, node, bag):
         start = node.log_size()
@@ -365,15 +369,16 @@ class TestDefaultNode:
 
 
 # ------------------------------------------------------------------ compressed input, smaller dense coloured output
-SCALED_PARAMS = {"input_size": 70, "use_compressed": True, "output_scale": 0.5, "cloud_organized": False,
-                 "cloud_stride": 2, "colored": True, "cloud_max_range": 3.0, "grid_frame": "odom",
-                 "diagnostics_period": 0.5}
+SCALED_PARAMS = {"input_size": 70, "use_compressed": True, "reliable_input": True, "output_scale": 0.5,
+                 "cloud_organized": False, "cloud_stride": 2, "colored": True, "cloud_max_range": 3.0,
+                 "grid_frame": "odom", "diagnostics_period": 0.5}
 
 
 @pytest.fixture(scope="class")
 def scaled_node(checkpoint, bag, tmp_path_factory):
     harness = NodeHarness({"checkpoint": str(checkpoint), **SCALED_PARAMS},
-                          tmp_path_factory.mktemp("scaled_node") / "depth_node.log", "/e2e_scaled", compressed=True)
+                          tmp_path_factory.mktemp("scaled_node") / "depth_node.log", "/e2e_scaled", compressed=True,
+                          reliable=True)
     yield harness
     harness.close()
 
@@ -410,6 +415,16 @@ class TestCompressedScaledNode:
         assert len(cloud) == valid.sum() > 0
         np.testing.assert_allclose(np.stack([cloud[a] for a in "xyz"], axis=-1), points[valid], rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(unpack_rgb(cloud["rgb"]), colors[valid])
+
+    def test_reliable_input_does_not_match_best_effort_publishers(self, scaled_node):
+        from rclpy.qos import qos_profile_sensor_data
+
+        best_effort = scaled_node.node.create_publisher(scaled_node.image_type, scaled_node.image_topic,
+                                                        qos_profile_sensor_data)
+        time.sleep(1.0)
+        assert scaled_node.image_pub.get_subscription_count() == 1
+        assert best_effort.get_subscription_count() == 0, "a reliable subscription ignores best-effort publishers"
+        scaled_node.node.destroy_publisher(best_effort)
 
     def test_undecodable_jpeg_is_dropped_and_the_next_is_processed(self, scaled_node, bag):
         compressed, _ = _compressed(bag["image"][2], "jpg")

@@ -234,11 +234,13 @@ class DepthNode(Node):
         if not (want_depth or want_info or want_cloud or want_grid or self.config.use_reference_depth):
             return
         header = frame.msg.header
+        start = time.perf_counter()
         try:
             rgb = compressed_to_rgb(frame.msg) if self.config.use_compressed else image_to_rgb(frame.msg)
         except ValueError as error:
             self._reject("image", str(error))
             return
+        decode = time.perf_counter() - start
         camera = self._camera_for(header, *rgb.shape[:2])
         pose = self._camera_pose(header) if camera is not None and want_grid else None
         try:
@@ -246,6 +248,7 @@ class DepthNode(Node):
         except ValueError as error:  # e.g. an image smaller than one 14 x 14 px network patch
             self._reject("image", str(error))
             return
+        start = time.perf_counter()
         if want_depth:
             self._depth_pub.publish(depth_to_image_msg(out.depth, header))
         if want_info and out.camera is not None:
@@ -255,9 +258,8 @@ class DepthNode(Node):
         if out.grid is not None:
             grid_header = Header(stamp=header.stamp, frame_id=self.config.grid_frame)
             self._grid_pub.publish(grid_to_msg(out.grid, self.pipeline.grid_options.spec, grid_header))
-        timings = out.timings
         self.stats.processed(
-            inference=timings["preprocess"] + timings["inference"] + timings["postprocess"],
+            stages={"decode": decode, **out.timings, "publish": time.perf_counter() - start},
             end_to_end=time.monotonic() - frame.received,
             from_stamp=(self.get_clock().now().nanoseconds - _stamp_ns(header)) / 1e9,
         )

@@ -12,6 +12,7 @@ import time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 ACCURACY_METRICS = ("abs_rel", "rmse", "delta1")
+NETWORK_STAGES = ("preprocess", "inference", "postprocess")  # together: the "inference latency"
 
 
 class NodeStats:
@@ -33,8 +34,7 @@ class NodeStats:
 
     @staticmethod
     def _new_period() -> dict:
-        return {"received": 0, "processed": 0, "rejected": 0, "inference": 0.0, "end_to_end": 0.0,
-                "from_stamp": 0.0}
+        return {"received": 0, "processed": 0, "rejected": 0, "end_to_end": 0.0, "from_stamp": 0.0, "stages": {}}
 
     def received(self) -> None:
         """An image arrived (before any check)."""
@@ -53,21 +53,23 @@ class NodeStats:
             self.rejected_total += 1
             self._period["rejected"] += 1
 
-    def processed(self, inference: float, end_to_end: float, from_stamp: float) -> None:
+    def processed(self, stages: dict[str, float], end_to_end: float, from_stamp: float) -> None:
         """A frame was published.
 
         Args:
-            inference: seconds in preprocess + network + postprocess.
-            end_to_end: seconds from the image's receipt to the last publication.
+            stages: seconds per stage (the pipeline's preprocess, inference, postprocess, cloud, grid, plus the
+                node's decode and publish).
+            end_to_end: seconds from the image's receipt to the last publication (includes waiting for the worker).
             from_stamp: seconds from the image's header stamp to the last publication (ROS clock).
         """
         with self._lock:
             self.processed_total += 1
             period = self._period
             period["processed"] += 1
-            period["inference"] += inference
             period["end_to_end"] += end_to_end
             period["from_stamp"] += from_stamp
+            for stage, seconds in stages.items():
+                period["stages"][stage] = period["stages"].get(stage, 0.0) + seconds
 
     def accuracy(self, metrics: dict[str, float]) -> None:
         """Per-frame metrics against the reference depth (depth_ros.metrics names); averaged over frames."""
@@ -95,9 +97,13 @@ class NodeStats:
                 "rejected messages": self.rejected_total,
             }
             if processed:
-                values["inference latency (ms)"] = 1000 * period["inference"] / processed
+                stages = period["stages"]
+                network = sum(stages.get(name, 0.0) for name in NETWORK_STAGES)
+                values["inference latency (ms)"] = 1000 * network / processed
                 values["end-to-end latency (ms)"] = 1000 * period["end_to_end"] / processed
                 values["latency from stamp (ms)"] = 1000 * period["from_stamp"] / processed
+                for stage, seconds in stages.items():
+                    values[f"{stage} (ms)"] = 1000 * seconds / processed
             if self.accuracy_frames:
                 values["accuracy frames"] = self.accuracy_frames
                 values["AbsRel"] = self._accuracy_sums["abs_rel"] / self.accuracy_frames

@@ -51,7 +51,8 @@ class NodeConfig:
     use_rectified: bool = _param(
         True, "Intrinsics from CameraInfo P (rectified images, as image_geometry); false: from K.")
     camera_info_tolerance: float = _param(
-        0.1, "s. CameraInfo with another stamp than the image is used when none matches; warn once if further apart.")
+        0.1, "s. CameraInfo with another stamp than the image is used when none matches; warn once if further apart. "
+        "Reference depth must lie within this of the image's stamp.")
     use_reference_depth: bool = _param(
         False, "Subscribe reference_depth (32FC1 m or 16UC1 mm, registered to the image) and report AbsRel, RMSE "
         "and delta1 against it in the diagnostics.")
