@@ -435,3 +435,17 @@ class TestCompressedScaledNode:
         scaled_node.wait_for_log("dropping image: cannot decode compressed image (format 'jpg'", start)
         out = scaled_node.outputs(scaled_node.send(compressed, bag["info"][2]))
         assert out["depth"].width == 320 and bad_stamp not in scaled_node.received["depth"]
+
+    def test_outputs_nobody_subscribes_to_are_not_computed(self, scaled_node, bag):
+        # Last test of this node: drops the points and occupancy subscriptions.
+        for subscription in list(scaled_node._subscriptions):
+            if subscription.topic_name.endswith(("/points", "/occupancy")):
+                scaled_node.node.destroy_subscription(subscription)
+        time.sleep(1.0)  # the node sees them go
+        compressed, _ = _compressed(bag["image"][3], "png")
+        stamp = scaled_node.send(compressed, bag["info"][3])
+        scaled_node.outputs(stamp, ("depth", "depth/camera_info"))
+        received = time.monotonic()
+        values = scaled_node.latest_diagnostics(lambda d: "inference (ms)" in d, "diagnostics after the frame",
+                                                after=received)
+        assert "cloud (ms)" not in values and "grid (ms)" not in values

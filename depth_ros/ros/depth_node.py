@@ -32,23 +32,14 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Header
 
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.metrics import evaluate_depth
 from depth_ros.pipeline import DepthPipeline, check_camera_matches, pose_matrix
-from depth_ros.ros.conversions import (
-    camera_info_msg,
-    compressed_to_rgb,
-    depth_image_to_array,
-    depth_to_image_msg,
-    grid_to_msg,
-    image_to_rgb,
-    points_to_cloud_msg,
-    transform_msg_to_matrix,
-)
+from depth_ros.ros.conversions import compressed_to_rgb, depth_image_to_array, image_to_rgb, transform_msg_to_matrix
 from depth_ros.ros.dds import use_shipped_fastdds_profile
 from depth_ros.ros.diagnostics import NodeStats
+from depth_ros.ros.outputs import OUTPUT_TOPICS, output_messages
 from depth_ros.ros.params import declare_and_load
 
 LOG_PERIOD = 5.0  # s between two logs of the same problem
@@ -130,10 +121,10 @@ class DepthNode(Node):
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, input_qos)
         if config.use_reference_depth:
             self.create_subscription(Image, "reference_depth", self._on_reference, input_qos)
-        self._depth_pub = self.create_publisher(Image, "depth", OUTPUT_QOS)
-        self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", OUTPUT_QOS)
-        self._points_pub = self.create_publisher(PointCloud2, "points", OUTPUT_QOS)
-        self._grid_pub = self.create_publisher(OccupancyGrid, "occupancy", OUTPUT_QOS)
+        output_types = {"depth": Image, "depth/camera_info": CameraInfo, "points": PointCloud2,
+                        "occupancy": OccupancyGrid}
+        self._outputs = {topic: self.create_publisher(output_types[topic], topic, OUTPUT_QOS)
+                         for topic in OUTPUT_TOPICS}
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(config.diagnostics_period, self._publish_diagnostics)
 
@@ -227,12 +218,10 @@ class DepthNode(Node):
         self._worker.join(timeout=10.0)
 
     def _process(self, frame: _Frame) -> None:
-        want_depth = self._depth_pub.get_subscription_count() > 0
-        want_info = self._info_pub.get_subscription_count() > 0
-        want_cloud = self._points_pub.get_subscription_count() > 0
-        want_grid = self._grid_pub.get_subscription_count() > 0
-        if not (want_depth or want_info or want_cloud or want_grid or self.config.use_reference_depth):
+        wanted = {topic for topic, publisher in self._outputs.items() if publisher.get_subscription_count() > 0}
+        if not wanted and not self.config.use_reference_depth:
             return
+        want_grid = "occupancy" in wanted
         header = frame.msg.header
         start = time.perf_counter()
         try:
@@ -244,20 +233,14 @@ class DepthNode(Node):
         camera = self._camera_for(header, *rgb.shape[:2])
         pose = self._camera_pose(header) if camera is not None and want_grid else None
         try:
-            out = self.pipeline.run(rgb, camera, pose, want_cloud=want_cloud, want_grid=want_grid)
+            out = self.pipeline.run(rgb, camera, pose, want_cloud="points" in wanted, want_grid=want_grid)
         except ValueError as error:  # e.g. an image smaller than one 14 x 14 px network patch
             self._reject("image", str(error))
             return
         start = time.perf_counter()
-        if want_depth:
-            self._depth_pub.publish(depth_to_image_msg(out.depth, header))
-        if want_info and out.camera is not None:
-            self._info_pub.publish(camera_info_msg(out.camera, header))
-        if out.cloud is not None:
-            self._points_pub.publish(points_to_cloud_msg(out.cloud, header))
-        if out.grid is not None:
-            grid_header = Header(stamp=header.stamp, frame_id=self.config.grid_frame)
-            self._grid_pub.publish(grid_to_msg(out.grid, self.pipeline.grid_options.spec, grid_header))
+        messages = output_messages(out, header, self.config.grid_frame, self.pipeline.grid_options.spec, wanted)
+        for topic, msg in messages.items():
+            self._outputs[topic].publish(msg)
         self.stats.processed(
             stages={"decode": decode, **out.timings, "publish": time.perf_counter() - start},
             end_to_end=time.monotonic() - frame.received,
