@@ -164,6 +164,9 @@ def resolve(path_or_id: str | os.PathLike) -> tuple[Path, CheckpointMetadata | N
 def _download(model_id: str, official: OfficialModel) -> Path:
     from huggingface_hub import hf_hub_download
 
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its per-retry warnings would bury the one-line error below
     try:
         return Path(hf_hub_download(official.repo_id, official.filename))
     except Exception as exc:  # offline, no network, hub error: all end in the same instruction
@@ -173,6 +176,8 @@ def _download(model_id: str, official: OfficialModel) -> Path:
             f"({type(exc).__name__}); fetch {url} on a connected machine and pass the file's path as the "
             f"checkpoint, or put it in the cache with `hf download {official.repo_id} {official.filename}`"
         ) from exc
+    finally:
+        hub_log.setLevel(level)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], CheckpointMetadata | None]:
