@@ -129,10 +129,17 @@ class NodeHarness:
         with self._changed:
             if topic == "/diagnostics":
                 values = {kv.key: kv.value for status in msg.status for kv in status.values}
+                values["_message"] = msg.status[0].message
                 self.diagnostics.append((time.monotonic(), values))
             else:
                 self.received[topic][_stamp_ns(msg.header)] = msg
             self._changed.notify_all()
+
+    def unsubscribe(self, suffixes: tuple[str, ...]) -> None:
+        """Destroy the output subscriptions whose topic ends with one of ``suffixes``."""
+        for subscription in [s for s in self._subscriptions if s.topic_name.endswith(suffixes)]:
+            self._subscriptions.remove(subscription)
+            self.node.destroy_subscription(subscription)
 
     def log(self, start: int = 0) -> str:
         return self.log_path.read_bytes()[start:].decode(errors="replace")
@@ -437,10 +444,8 @@ class TestCompressedScaledNode:
         assert out["depth"].width == 320 and bad_stamp not in scaled_node.received["depth"]
 
     def test_outputs_nobody_subscribes_to_are_not_computed(self, scaled_node, bag):
-        # Last test of this node: drops the points and occupancy subscriptions.
-        for subscription in list(scaled_node._subscriptions):
-            if subscription.topic_name.endswith(("/points", "/occupancy")):
-                scaled_node.node.destroy_subscription(subscription)
+        # Last test of this node: drops the points and occupancy subscriptions, then all outputs.
+        scaled_node.unsubscribe(("/points", "/occupancy"))
         time.sleep(1.0)  # the node sees them go
         compressed, _ = _compressed(bag["image"][3], "png")
         stamp = scaled_node.send(compressed, bag["info"][3])
@@ -449,3 +454,10 @@ class TestCompressedScaledNode:
         values = scaled_node.latest_diagnostics(lambda d: "inference (ms)" in d, "diagnostics after the frame",
                                                 after=received)
         assert "cloud (ms)" not in values and "grid (ms)" not in values
+
+        scaled_node.unsubscribe(("/depth", "/depth/camera_info"))
+        time.sleep(1.0)
+        sent = time.monotonic()
+        scaled_node.send(compressed, bag["info"][3])
+        scaled_node.latest_diagnostics(lambda d: d["_message"].startswith("idle: nothing subscribes"),
+                                       "an idle status", after=sent)

@@ -220,6 +220,7 @@ class DepthNode(Node):
     def _process(self, frame: _Frame) -> None:
         wanted = {topic for topic, publisher in self._outputs.items() if publisher.get_subscription_count() > 0}
         if not wanted and not self.config.use_reference_depth:
+            self.stats.idle()
             return
         want_grid = "occupancy" in wanted
         header = frame.msg.header

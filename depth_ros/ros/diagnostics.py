@@ -34,7 +34,8 @@ class NodeStats:
 
     @staticmethod
     def _new_period() -> dict:
-        return {"received": 0, "processed": 0, "rejected": 0, "end_to_end": 0.0, "from_stamp": 0.0, "stages": {}}
+        return {"received": 0, "processed": 0, "rejected": 0, "idle": 0, "end_to_end": 0.0, "from_stamp": 0.0,
+                "stages": {}}
 
     def received(self) -> None:
         """An image arrived (before any check)."""
@@ -52,6 +53,11 @@ class NodeStats:
         with self._lock:
             self.rejected_total += 1
             self._period["rejected"] += 1
+
+    def idle(self) -> None:
+        """An image was skipped because nothing subscribes to any output."""
+        with self._lock:
+            self._period["idle"] += 1
 
     def processed(self, stages: dict[str, float], end_to_end: float, from_stamp: float) -> None:
         """A frame was published.
@@ -81,7 +87,8 @@ class NodeStats:
     def status(self, name: str, hardware_id: str) -> DiagnosticStatus:
         """DiagnosticStatus for the period since the previous call (and totals since start-up); resets the period.
 
-        Level WARN when no image arrived in the period or some were malformed, else OK.
+        Level WARN when no image arrived in the period or some were malformed, else OK (the message says "idle"
+        when images were skipped because nothing subscribes).
         """
         with self._lock:
             now = time.monotonic()
@@ -113,6 +120,8 @@ class NodeStats:
             level, message = DiagnosticStatus.WARN, "no images received"
         elif period["rejected"]:
             level, message = DiagnosticStatus.WARN, f"{period['rejected']} malformed message(s) dropped"
+        elif period["idle"] and not processed:
+            level, message = DiagnosticStatus.OK, "idle: nothing subscribes to depth, points or occupancy"
         else:
             level, message = DiagnosticStatus.OK, f"{values['processed rate (Hz)']:.1f} Hz"
         return DiagnosticStatus(
