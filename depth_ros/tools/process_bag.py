@@ -32,27 +32,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import yaml
 from tqdm import tqdm
 
+from depth_ros.data.rosbag import CAMERA_INFO, COMPRESSED, IMAGE
 from depth_ros.tools.cli import run_cli
 
 log = logging.getLogger(__name__)
 
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 DEFAULT_IMAGE_TOPIC = "/camera/color/image_raw"
 DEFAULT_NAMESPACE = "/depth_ros"
-# output topic (relative to the namespace) -> message type, as depth_node publishes them
-OUTPUT_TOPICS = {
-    "depth": IMAGE,
-    "depth/camera_info": CAMERA_INFO,
-    "points": "sensor_msgs/msg/PointCloud2",
-    "occupancy": "nav_msgs/msg/OccupancyGrid",
-}
 
 
 def load_params_file(path: str | Path) -> dict:
@@ -280,31 +270,6 @@ def _bag_errors(path: Path, what: str, also: tuple[type[Exception], ...] = ()):
         raise ValueError(f"{path}: {what}: {exc}") from exc
 
 
-def output_messages(out, header, grid_spec, grid_frame: str) -> dict[str, object]:
-    """The rclpy messages depth_node publishes for one :class:`~depth_ros.pipeline.PipelineOutput`.
-
-    Args:
-        out: the pipeline's output for one image.
-        header: that image's header (rclpy or rosbags); depth, depth/camera_info and points copy it.
-        grid_spec: the pipeline's :class:`~depth_ros.geometry.occupancy.GridSpec`.
-        grid_frame: frame_id of the occupancy grid (the header stamp is the image's).
-
-    Returns:
-        relative topic name (see :data:`OUTPUT_TOPICS`) -> message, for the parts the output has.
-    """
-    from depth_ros.ros.conversions import camera_info_msg, depth_to_image_msg, grid_to_msg, points_to_cloud_msg
-
-    messages = {"depth": depth_to_image_msg(out.depth, header)}
-    if out.camera is not None:
-        messages["depth/camera_info"] = camera_info_msg(out.camera, header)
-    if out.cloud is not None:
-        messages["points"] = points_to_cloud_msg(out.cloud, header)
-    if out.grid is not None:
-        messages["occupancy"] = grid_to_msg(out.grid, grid_spec, SimpleNamespace(stamp=header.stamp,
-                                                                                 frame_id=grid_frame))
-    return messages
-
-
 @dataclass
 class ProcessSummary:
     """What :func:`process_bag` wrote: frames processed and messages per output topic."""
@@ -350,6 +315,7 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
     from rosbags.typesys import Stores, get_typestore
 
     from depth_ros.pipeline import DepthPipeline, pose_matrix
+    from depth_ros.ros.outputs import OUTPUT_TOPICS, output_messages
 
     output_bag = Path(output_bag)
     if output_bag.exists():
@@ -390,7 +356,7 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
                         except ValueError as exc:
                             raise ValueError(f"{bag.path}: {connection.topic} at "
                                              f"{_stamp_ns(frame.header) / 1e9:.9f} s: {exc}") from exc
-                        messages = output_messages(out, frame.header, pipeline.grid_options.spec, config.grid_frame)
+                        messages = output_messages(out, frame.header, config.grid_frame, pipeline.grid_options.spec)
                         for name, msg in messages.items():
                             writer.write(outputs[name], time_ns, serialize_message(msg))
                             counts[topics[name]] += 1
