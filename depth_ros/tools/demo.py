@@ -1,0 +1,486 @@
+"""``make demo``: the real depth_node over real ROS 2 on a real camera stream, with accuracy and latency figures.
+
+Starts ``depth_node`` in its own process, plays a camera stream to it over ROS 2 (sensor_msgs/Image rgb8 +
+CameraInfo, best effort like a camera driver, each frame stamped with the time it is sent), records ``depth``,
+``points``, ``occupancy`` and ``/diagnostics``, and writes to the output folder (default ``demo_output/``):
+
+- ``frame_NNNN_depth.png`` per received depth image (colourised; ``frame_NNNN_ground_truth.png`` beside it, same
+  colour range, when the input has ground truth), ``input.png`` (the first frame played);
+- ``points.ply`` (the last ``points`` cloud, coloured, camera optical frame), ``occupancy.png`` (the last grid:
+  black occupied, white free, grey unknown; x to the right, y up, as RViz shows it);
+- ``metrics.json``: AbsRel, RMSE, delta1 (and the other depth_ros.metrics figures) of the received depth against
+  the ground truth, end-to-end latency (receipt of ``depth`` minus publication of its image, in this process) and
+  the node's own diagnostics;
+- ``node.log``: the node's output.
+
+Input: by default the Middlebury 2014 "Motorcycle" left image with its ground-truth disparity, as shipped by
+scikit-image (see :func:`motorcycle_frame`), resized to 640 px wide and played ``--frames`` times; with ``--bag`` the
+images + CameraInfo of any ROS 1 / ROS 2 bag (ground truth from ``--depth-topic`` when the bag has it).
+
+Network safety: every process runs with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and ``ROS_DOMAIN_ID`` (42 unless
+set); the shipped Fast DDS profile lets the large best-effort images through (config/fastdds_profile.xml).
+
+Example::
+
+    make demo                                   # built-in input, official metric indoor Small model
+    python -m depth_ros.tools.demo --bag ../shared/data/7scenes_redkitchen_20f_bag --checkpoint model.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from depth_ros.tools.cli import run_cli
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DOMAIN_ID = "42"
+NAMESPACE = "/depth_demo"
+DEMO_FRAME_ID = "demo_camera_optical_frame"
+DEFAULT_DEPTH_TOPIC = "/camera/depth/image_raw"
+
+# Middlebury 2014 "Motorcycle" (perfect rectification) calibration at full resolution, 2964 x 2000 px (Scharstein et
+# al., GCPR 2014): cam0 focal length and principal point in px, disparity offset doffs = cx1 - cx0 in px, baseline
+# in m. scikit-image ships the images down-sampled by 4 (741 x 500 px; its docstring lists these values divided by 4,
+# which hold for its disparity map).
+MOTORCYCLE_FULL = {"f": 3979.911, "cx": 1244.772, "cy": 1019.507, "doffs": 124.343, "baseline": 0.193001,
+                   "width": 2964, "height": 2000}
+
+
+@dataclass
+class DemoFrame:
+    """One frame to play.
+
+    Attributes:
+        rgb: (H, W, 3) uint8 RGB.
+        camera: its intrinsics (PinholeCamera).
+        frame_id: optical frame of the camera.
+        ground_truth: (H, W) float32 metres, NaN where unknown; None without ground truth.
+    """
+
+    rgb: np.ndarray
+    camera: object
+    frame_id: str
+    ground_truth: np.ndarray | None
+
+
+def motorcycle_frame(width: int = 640) -> DemoFrame:
+    """The Middlebury 2014 Motorcycle left image with metric ground-truth depth, resized to ``width`` px.
+
+    Depth from disparity: ``z = baseline * f / (d + doffs)`` (Middlebury 2014 convention) with ``d``, ``f`` and
+    ``doffs`` at scikit-image's resolution (the full-resolution values scaled by 741 / 2964 = 1/4, as
+    :meth:`PinholeCamera.resized` scales them); pixels without a finite disparity are NaN. The image is then resized
+    with area averaging, the depth with nearest neighbours (no depths mixed across edges), the intrinsics with
+    :meth:`PinholeCamera.resized`.
+
+    Returns:
+        :class:`DemoFrame` of ``width`` x round(500 * width / 741) px, depth about 1 to 5 m.
+
+    Raises:
+        ImportError: scikit-image is not installed (``pip install scikit-image``).
+    """
+    from skimage.data import stereo_motorcycle
+
+    from depth_ros.geometry.camera import PinholeCamera
+
+    left, _, disparity = stereo_motorcycle()
+    full = MOTORCYCLE_FULL
+    camera = PinholeCamera(fx=full["f"], fy=full["f"], cx=full["cx"], cy=full["cy"], width=full["width"],
+                           height=full["height"]).resized(left.shape[1], left.shape[0])
+    doffs = full["doffs"] * left.shape[1] / full["width"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = (full["baseline"] * camera.fx / (disparity.astype(np.float64) + doffs)).astype(np.float32)
+    depth[~np.isfinite(disparity) | ~(depth > 0)] = np.nan
+    height = round(left.shape[0] * width / left.shape[1])
+    rgb = cv2.resize(left, (width, height), interpolation=cv2.INTER_AREA)
+    depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
+    return DemoFrame(rgb, camera.resized(width, height), DEMO_FRAME_ID, depth)
+
+
+def bag_frames(path: Path, image_topic: str, info_topic: str | None, depth_topic: str | None,
+               limit: int | None) -> tuple[Iterator[DemoFrame], int]:
+    """Frames of a bag's image topic with its CameraInfo and ground truth from ``depth_topic``.
+
+    Args:
+        path: the bag (see :class:`~depth_ros.tools.process_bag.BagCameraReader`).
+        image_topic: sensor_msgs/Image or CompressedImage topic.
+        info_topic: its CameraInfo (default: beside it).
+        depth_topic: depth registered to the images (32FC1 / 16UC1); None: :data:`DEFAULT_DEPTH_TOPIC` when the bag
+            has it, else no ground truth.
+        limit: play at most this many frames; None: all.
+
+    Returns:
+        (iterator of :class:`DemoFrame`, number of frames it yields). Frames whose stamp has no depth image within
+        20 ms have no ground truth.
+
+    Raises:
+        ValueError: a topic is missing or of the wrong type (the message lists the bag's topics), or frames without
+            CameraInfo (the node would publish depth only).
+    """
+    from depth_ros.data.rosbag import RosbagRGBD
+    from depth_ros.tools.process_bag import BagCameraReader
+
+    reader = BagCameraReader(path, image_topic, info_topic)
+    if depth_topic is None and any(c.topic == DEFAULT_DEPTH_TOPIC for c in reader.reader.connections):
+        depth_topic = DEFAULT_DEPTH_TOPIC
+    ground_truth = None
+    if depth_topic is not None:
+        try:
+            ground_truth = RosbagRGBD(path, rgb_topic=image_topic, depth_topic=depth_topic,
+                                      info_topic=reader.info_topic)
+        except BaseException:
+            reader.close()
+            raise
+    count = reader.frame_count if limit is None else min(limit, reader.frame_count)
+
+    def frames() -> Iterator[DemoFrame]:
+        with reader:
+            for index, (_, frame) in enumerate(reader.frames()):
+                if index == count:
+                    return
+                if frame.camera is None:
+                    raise ValueError(f"{path}: no CameraInfo on {reader.info_topic} for frame "
+                                     f"'{frame.header.frame_id}'")
+                depth = None
+                if ground_truth is not None:
+                    stamp = int(frame.header.stamp.sec) + int(frame.header.stamp.nanosec) * 1e-9
+                    nearest = int(np.argmin(np.abs(ground_truth.stamps - stamp)))
+                    if abs(ground_truth.stamps[nearest] - stamp) < 1e-6:
+                        depth = ground_truth[nearest].depth
+                yield DemoFrame(frame.rgb, frame.camera, frame.header.frame_id, depth)
+
+    return frames(), count
+
+
+class NodeProcess:
+    """``depth_node`` in its own process (own session, so a Ctrl-C reaches only the demo), output to a log file."""
+
+    def __init__(self, params: dict[str, str], log_path: Path, params_file: Path | None = None):
+        script = Path(sys.executable).with_name("depth_node")
+        command = [str(script)] if script.is_file() else [sys.executable, "-m", "depth_ros.ros.depth_node"]
+        command += ["--ros-args", "-r", f"__ns:={NAMESPACE}"]
+        if params_file is not None:
+            command += ["--params-file", str(params_file)]
+        for name, value in params.items():
+            command += ["-p", f"{name}:={value}"]
+        self.log_path = log_path
+        env = dict(os.environ, RCUTILS_COLORIZED_OUTPUT="0", RCUTILS_LOGGING_BUFFERED_STREAM="0")
+        with open(log_path, "wb") as log_file:
+            self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+
+    def check_running(self) -> None:
+        """Raise ChildProcessError with the node's last error line when it has exited."""
+        code = self.process.poll()
+        if code is None:
+            return
+        lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if "[FATAL]" in line or "[ERROR]" in line] or lines or ["(no output)"]
+        raise ChildProcessError(f"depth_node exited with code {code}: {errors[-1]} (log: {self.log_path})")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ctrl-C (SIGINT) the node, wait up to ``timeout`` s, then kill it; always reaps the process."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process.wait()
+
+
+class DemoPeer:
+    """The in-process rclpy side: publishes the camera stream and records the node's outputs by stamp."""
+
+    def __init__(self):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from nav_msgs.msg import OccupancyGrid
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("depth_demo_camera", namespace=NAMESPACE, context=self.context)
+        self.image_pub = self.node.create_publisher(Image, "image", qos_profile_sensor_data)
+        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
+        self.lock = threading.Lock()
+        self.depth: dict[int, tuple[float, object]] = {}  # stamp ns -> (receipt time.monotonic(), msg)
+        self.latest: dict[str, object] = {}  # points / occupancy: the last message
+        self.diagnostics: dict[str, str] = {}
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.subscriptions = [
+            self.node.create_subscription(Image, "depth", self._on_depth, reliable),
+            self.node.create_subscription(PointCloud2, "points", lambda m: self._keep("points", m), reliable),
+            self.node.create_subscription(OccupancyGrid, "occupancy", lambda m: self._keep("occupancy", m), reliable),
+            self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable),
+        ]
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self.executor.spin, name="demo_spin", daemon=True)
+        self._spinner.start()
+
+    def _on_depth(self, msg) -> None:
+        received = time.monotonic()
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self.lock:
+            self.depth[stamp] = (received, msg)
+
+    def _keep(self, topic: str, msg) -> None:
+        with self.lock:
+            self.latest[topic] = msg
+
+    def _on_diagnostics(self, msg) -> None:
+        with self.lock:
+            for status in msg.status:  # values of the latest period that has them (latencies need processed frames)
+                if "depth pipeline" in status.name:
+                    self.diagnostics.update((kv.key, kv.value) for kv in status.values)
+
+    def diagnostics_cover(self, frames: int) -> bool:
+        """True once the node's diagnostics report at least ``frames`` processed frames."""
+        with self.lock:
+            return int(self.diagnostics.get("processed frames", 0)) >= frames
+
+    def connected(self) -> bool:
+        """The node subscribes to the camera stream and publishes every topic this peer listens to."""
+        return (self.image_pub.get_subscription_count() > 0 and self.info_pub.get_subscription_count() > 0
+                and all(s.get_publisher_count() > 0 for s in self.subscriptions))
+
+    def publish(self, frame: DemoFrame) -> tuple[int, float]:
+        """Publish CameraInfo and image with the current time as stamp; returns (stamp ns, time.monotonic())."""
+        from std_msgs.msg import Header
+
+        from depth_ros.ros.conversions import camera_info_msg, rgb_to_image_msg
+
+        header = Header(frame_id=frame.frame_id, stamp=self.node.get_clock().now().to_msg())
+        image = rgb_to_image_msg(frame.rgb, header)
+        self.info_pub.publish(camera_info_msg(frame.camera, header))
+        sent = time.monotonic()
+        self.image_pub.publish(image)
+        return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec, sent
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        self._spinner.join(timeout=5.0)
+
+
+def _wait(condition, what: str, node: NodeProcess, timeout: float) -> None:
+    """Poll ``condition`` until true; ChildProcessError if the node exits, TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        node.check_running()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (node log: {node.log_path})")
+        time.sleep(0.05)
+
+
+def _latency_summary(seconds: list[float]) -> dict[str, float]:
+    values = np.asarray(seconds) * 1000.0
+    return {"n": int(values.size), "median": float(np.median(values)), "p90": float(np.percentile(values, 90)),
+            "mean": float(values.mean()), "max": float(values.max())}
+
+
+def occupancy_image(grid_msg) -> np.ndarray:
+    """An OccupancyGrid as a grey-level image: occupied black, free white, unknown grey; rows flipped so +y is up."""
+    grid = np.asarray(grid_msg.data, dtype=np.int8).reshape(grid_msg.info.height, grid_msg.info.width)
+    image = np.full(grid.shape, 128, np.uint8)
+    image[grid == 0] = 255
+    image[grid > 50] = 0
+    return np.flipud(image)
+
+
+def _write_rgb(path: Path, rgb: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: could not write image")
+
+
+def write_outputs(out_dir: Path, played: dict[int, tuple[float, DemoFrame]], peer: DemoPeer, config,
+                  info: dict) -> dict:
+    """Write the PNGs, the PLY and metrics.json from what the peer received; returns the metrics dictionary.
+
+    Args:
+        out_dir: output folder (exists).
+        played: stamp ns -> (publication time.monotonic(), frame) of every frame sent.
+        peer: the peer after the run.
+        config: the node's NodeConfig (depth range for the metrics).
+        info: run description stored in the JSON (input, checkpoint, ...).
+
+    Raises:
+        TimeoutError: no depth image came back at all.
+    """
+    from depth_ros.geometry.pointcloud import unpack_rgb
+    from depth_ros.metrics import evaluate_depth, mean_metrics
+    from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array
+    from depth_ros.visualize import colorize_depth, save_ply
+
+    with peer.lock:
+        answered = sorted((stamp, received, msg) for stamp, (received, msg) in peer.depth.items() if stamp in played)
+        latest, diagnostics = dict(peer.latest), dict(peer.diagnostics)
+    if not answered:
+        raise TimeoutError(f"depth_node answered none of the {len(played)} frames (node log: {out_dir / 'node.log'})")
+    for stale in out_dir.glob("frame_*.png"):
+        stale.unlink()
+    per_frame, latencies = [], []
+    for index, (stamp, received, msg) in enumerate(answered):
+        sent, frame = played[stamp]
+        latencies.append(received - sent)
+        depth = depth_image_to_array(msg)
+        truth = frame.ground_truth
+        if truth is not None and truth.shape != depth.shape:
+            truth = cv2.resize(truth, depth.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        valid = np.isfinite(truth) if truth is not None else np.isfinite(depth)
+        low, high = np.percentile((truth if truth is not None else depth)[valid], [2, 98]) if valid.any() else (0, 1)
+        _write_rgb(out_dir / f"frame_{index:04d}_depth.png", colorize_depth(depth, low, high))
+        if truth is not None:
+            _write_rgb(out_dir / f"frame_{index:04d}_ground_truth.png", colorize_depth(truth, low, high))
+            # pixels the node left invalid (NaN outside [min_depth, max_depth]) are not scored
+            scored = np.isfinite(depth)
+            try:
+                per_frame.append(evaluate_depth(np.where(scored, depth, 0.0), np.where(scored, truth, np.nan),
+                                                min_depth=config.min_depth, max_depth=config.max_depth))
+            except ValueError:  # no pixel valid in both
+                pass
+    if "points" in latest:
+        cloud = cloud_msg_to_array(latest["points"])
+        xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
+        colors = unpack_rgb(cloud["rgb"]) if "rgb" in cloud.dtype.names else None
+        save_ply(out_dir / "points.ply", xyz, colors)
+    if "occupancy" in latest:
+        if not cv2.imwrite(str(out_dir / "occupancy.png"), occupancy_image(latest["occupancy"])):
+            raise OSError(f"{out_dir / 'occupancy.png'}: could not write image")
+    metrics = {
+        **info,
+        "frames_published": len(played),
+        "frames_with_depth": len(answered),
+        "accuracy": mean_metrics(per_frame) if per_frame else None,
+        "latency_ms": {"end_to_end": _latency_summary(latencies)},
+        "node_diagnostics": {key: _number(value) for key, value in diagnostics.items()},
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def run_demo(args: argparse.Namespace) -> dict:
+    """Run the demo described by the parsed command line; returns the metrics written to metrics.json.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be found or fetched (checked before anything starts).
+        ValueError: a bad bag, topic or parameter.
+        ChildProcessError: the node exited (its last error line); TimeoutError: a bounded wait ran out.
+    """
+    from depth_ros.checkpoints import resolve
+    from depth_ros.ros.dds import use_shipped_fastdds_profile
+    from depth_ros.ros.params import NodeConfig
+
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before rclpy starts here or in the node
+    os.environ.setdefault("ROS_DOMAIN_ID", DEFAULT_DOMAIN_ID)
+    use_shipped_fastdds_profile()
+    resolve(args.checkpoint)  # a missing / unfetchable checkpoint ends the demo here, with one line
+    node_params = {"checkpoint": args.checkpoint, "input_size": str(args.input_size), "device": args.device,
+                   "precision": args.precision, "colored": "true", "use_tf": "false"}
+    config = NodeConfig.from_values({"checkpoint": args.checkpoint, "input_size": args.input_size,
+                                     "device": args.device, "precision": args.precision})
+    if args.bag is not None:
+        frames, count = bag_frames(args.bag, args.image_topic, args.info_topic, args.depth_topic, args.frames)
+        description = str(args.bag)
+    else:
+        motorcycle = motorcycle_frame()
+        count = args.frames or 10
+        frames, description = (motorcycle for _ in range(count)), "Middlebury 2014 Motorcycle (scikit-image)"
+    args.out.mkdir(parents=True, exist_ok=True)
+    log.info("starting depth_node (%s, input %d px) on ROS_DOMAIN_ID %s; playing %d frames of %s at %.1f Hz",
+             args.checkpoint, args.input_size, os.environ["ROS_DOMAIN_ID"], count, description, args.rate)
+    node = NodeProcess(node_params, args.out / "node.log", args.params)
+    peer = None
+    try:
+        peer = DemoPeer()
+        _wait(peer.connected, "depth_node to start and connect", node, args.timeout)
+        time.sleep(0.5)  # the node's side of discovery: it publishes only to subscribers it has seen
+        played: dict[int, tuple[float, DemoFrame]] = {}
+        for index, frame in enumerate(frames):
+            node.check_running()
+            stamp, sent = peer.publish(frame)
+            played[stamp] = (sent, frame)
+            time.sleep(max(0.0, sent + 1.0 / args.rate - time.monotonic()))
+            if index == 0:
+                _write_rgb(args.out / "input.png", frame.rgb)
+        if not played:
+            raise ValueError("no frames to play")
+        last = max(played)
+        _wait(lambda: last in peer.depth and {"points", "occupancy"} <= peer.latest.keys(),
+              "the outputs of the last frame", node, args.timeout)
+        _wait(lambda: peer.diagnostics_cover(len(peer.depth)), "the node's diagnostics", node, args.timeout)
+        info = {"input": description, "checkpoint": args.checkpoint, "input_size": args.input_size,
+                "device": args.device, "precision": args.precision, "rate_hz": args.rate}
+        metrics = write_outputs(args.out, played, peer, config, info)
+    finally:
+        if peer is not None:
+            peer.close()
+        node.stop()
+    accuracy = metrics["accuracy"]
+    latency = metrics["latency_ms"]["end_to_end"]
+    log.info("%d of %d frames answered; end-to-end latency median %.0f ms, p90 %.0f ms%s; outputs in %s",
+             metrics["frames_with_depth"], metrics["frames_published"], latency["median"], latency["p90"],
+             "" if accuracy is None else
+             f"; AbsRel {accuracy['abs_rel']:.3f}, RMSE {accuracy['rmse']:.3f} m, delta1 {accuracy['delta1']:.3f}",
+             args.out)
+    return metrics
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bag", type=Path, help="play this bag's images + CameraInfo instead of the built-in input")
+    parser.add_argument("--checkpoint", default="da2-metric-indoor-small",
+                        help="metric checkpoint file or model id (default: %(default)s)")
+    parser.add_argument("--input-size", type=int, default=518, help="network short side in px, multiple of 14")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--params", type=Path, help="depth_node parameters file (the demo's options override it)")
+    parser.add_argument("--frames", type=int, help="frames to play (default: 10 built-in, all of a bag)")
+    parser.add_argument("--rate", type=float, default=2.0, help="camera rate in Hz (default: %(default)s)")
+    parser.add_argument("--image-topic", default="/camera/color/image_raw", help="bag image topic")
+    parser.add_argument("--info-topic", help="bag CameraInfo topic (default: camera_info beside the image topic)")
+    parser.add_argument("--depth-topic", help="bag ground-truth depth topic, registered to the image (default: "
+                        f"{DEFAULT_DEPTH_TOPIC} when the bag has it)")
+    parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="bound of each wait in s (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.rate <= 0 or (args.frames is not None and args.frames < 1):
+        parser.error("--rate must be > 0 and --frames >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def run() -> None:
+        run_demo(args)
+
+    return run_cli("demo", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The demo end to end: the real depth_node in its own process over real ROS 2 (localhost), on the built-in
+Middlebury image and on the 7-Scenes bag, with a random local checkpoint and a small input size; its ground truth;
+and the one-line failure for a missing checkpoint."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
+from depth_ros.models import DepthAnythingV2
+from depth_ros.tools.demo import motorcycle_frame
+
+BAG = "7scenes_redkitchen_20f_bag"
+TIMEOUT = 240  # s, bound of one demo run on a shared CPU
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("demo_checkpoint") / "random_vits.pth"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = DepthAnythingV2("vits")
+    return save_checkpoint(path, model, CheckpointMetadata("vits", "metric", 20.0, 518, None))
+
+
+def _demo(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "depth_ros.tools.demo", "--device", "cpu", "--input-size", "70", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=dict(os.environ))
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                found.append(cmdline.parent.name)
+        except OSError:  # the process ended meanwhile
+            pass
+    return found
+
+
+def _check_outputs(out: Path, checkpoint: Path, result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr
+    for name in ("input.png", "frame_0000_depth.png", "frame_0000_ground_truth.png", "points.ply", "occupancy.png",
+                 "metrics.json", "node.log"):
+        assert (out / name).is_file(), name
+    assert not _processes_mentioning(str(checkpoint)), "the depth_node process outlived the demo"
+    metrics = json.loads((out / "metrics.json").read_text())
+    accuracy = metrics["accuracy"]
+    assert accuracy["n_frames"] >= 1
+    assert all(math.isfinite(accuracy[name]) for name in ("abs_rel", "rmse", "delta1"))
+    assert accuracy["abs_rel"] > 0 and accuracy["rmse"] > 0 and 0 <= accuracy["delta1"] <= 1
+    latency = metrics["latency_ms"]["end_to_end"]
+    assert latency["n"] == metrics["frames_with_depth"] >= 1
+    assert 0 < latency["median"] <= latency["p90"] <= latency["max"] < TIMEOUT * 1000
+    assert metrics["node_diagnostics"]["end-to-end latency (ms)"] > 0
+    assert metrics["node_diagnostics"]["processed frames"] >= metrics["frames_with_depth"]
+    grid = cv2.imread(str(out / "occupancy.png"), cv2.IMREAD_GRAYSCALE)
+    assert grid.shape == (200, 200) and set(np.unique(grid)) <= {0, 128, 255}
+    import open3d as o3d
+
+    cloud = o3d.io.read_point_cloud(str(out / "points.ply"))
+    assert len(cloud.points) > 1000 and cloud.has_colors()
+    return metrics
+
+
+def test_motorcycle_ground_truth_follows_the_middlebury_calibration():
+    from skimage.data import stereo_motorcycle
+
+    native = motorcycle_frame(width=741)
+    _, _, disparity = stereo_motorcycle()
+    # scikit-image's docstring: f = 994.978 px, doffs = 31.086 px, baseline = 193.001 mm at its 741 x 500 px
+    expected = 0.193001 * 994.978 / (disparity + 31.086)
+    valid = np.isfinite(disparity)
+    np.testing.assert_allclose(native.ground_truth[valid], expected[valid], rtol=1e-5)
+    assert np.isnan(native.ground_truth[~valid]).all()
+    assert native.camera.fx == pytest.approx(994.978, abs=1e-3) and native.ground_truth.shape == (500, 741)
+    frame = motorcycle_frame()
+    assert frame.rgb.shape == (432, 640, 3) and frame.ground_truth.shape == (432, 640)
+    assert (frame.camera.width, frame.camera.height) == (640, 432)
+    assert frame.camera.fx == pytest.approx(994.978 * 640 / 741, rel=1e-5)
+    depth = frame.ground_truth[np.isfinite(frame.ground_truth)]
+    assert depth.size > 0.9 * frame.ground_truth.size and 1.0 < np.median(depth) < 4.0 and depth.max() < 6.0
+
+
+def test_demo_on_the_builtin_image(checkpoint, tmp_path):
+    out = tmp_path / "demo_output"
+    result = _demo("--checkpoint", str(checkpoint), "--frames", "3", "--rate", "5", "--out", str(out))
+    metrics = _check_outputs(out, checkpoint, result)
+    assert metrics["frames_published"] == 3 and metrics["input"].startswith("Middlebury 2014 Motorcycle")
+
+
+def test_demo_on_a_bag(shared_data, checkpoint, tmp_path):
+    out = tmp_path / "demo_output"
+    result = _demo("--bag", str(shared_data / BAG), "--checkpoint", str(checkpoint), "--frames", "4", "--rate", "10",
+                   "--out", str(out))
+    metrics = _check_outputs(out, checkpoint, result)
+    assert metrics["frames_published"] == 4 and metrics["accuracy"]["n_frames"] == metrics["frames_with_depth"]
+
+
+def test_missing_checkpoint_is_one_line_before_anything_starts(tmp_path):
+    out = tmp_path / "demo_output"
+    result = _demo("--checkpoint", str(tmp_path / "missing.pth"), "--out", str(out))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"demo: error: {tmp_path / 'missing.pth'}: no such checkpoint file")
+    assert not out.exists()
+
+
+def test_node_start_up_failure_is_one_line(checkpoint, tmp_path):
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(checkpoint.read_bytes()[:4096])
+    result = _demo("--checkpoint", str(truncated), "--out", str(tmp_path / "demo_output"), "--timeout", "120")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("demo: error:")]
+    assert len(errors) == 1 and "depth_node exited with code 1" in errors[0] and "truncated.pth" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not _processes_mentioning(str(truncated))
