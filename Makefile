@@ -24,7 +24,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: lint
-	$(VENV)/bin/pytest -n 2 test
+	$(VENV)/bin/pytest -n 2 --dist loadgroup test
 
 demo: setup
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-42} $(PY) -m depth_ros.tools.demo $(DEMO_ARGS)
