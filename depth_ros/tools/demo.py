@@ -280,7 +280,7 @@ class DemoPeer:
         self._spinner.join(timeout=5.0)
 
 
-def _wait(condition, what: str, node: NodeProcess, timeout: float) -> None:
+def wait_for(condition, what: str, node: NodeProcess, timeout: float) -> None:
     """Poll ``condition`` until true; ChildProcessError if the node exits, TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -417,7 +417,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     peer = None
     try:
         peer = DemoPeer()
-        _wait(peer.connected, "depth_node to start and connect", node, args.timeout)
+        wait_for(peer.connected, "depth_node to start and connect", node, args.timeout)
         time.sleep(0.5)  # the node's side of discovery: it publishes only to subscribers it has seen
         played: dict[int, tuple[float, DemoFrame]] = {}
         for index, frame in enumerate(frames):
@@ -430,9 +430,9 @@ def run_demo(args: argparse.Namespace) -> dict:
         if not played:
             raise ValueError("no frames to play")
         last = max(played)
-        _wait(lambda: last in peer.depth and {"points", "occupancy"} <= peer.latest.keys(),
+        wait_for(lambda: last in peer.depth and {"points", "occupancy"} <= peer.latest.keys(),
               "the outputs of the last frame", node, args.timeout)
-        _wait(lambda: peer.diagnostics_cover(len(peer.depth)), "the node's diagnostics", node, args.timeout)
+        wait_for(lambda: peer.diagnostics_cover(len(peer.depth)), "the node's diagnostics", node, args.timeout)
         info = {"input": description, "checkpoint": args.checkpoint, "input_size": args.input_size,
                 "device": args.device, "precision": args.precision, "rate_hz": args.rate}
         metrics = write_outputs(args.out, played, peer, config, info)
