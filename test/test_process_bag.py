@@ -160,3 +160,47 @@ def test_interrupted_run_leaves_no_output(shared_data, checkpoint, tmp_path):
         process_bag(shared_data / BAG, tmp_path / "out", config, pipeline=pipeline, progress=False)
     assert pipeline.calls == 6
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary folder
+
+
+def _write_ros1_bag(source: Path, path: Path, frames: int) -> None:
+    """The first ``frames`` images + CameraInfo of the ROS 2 bag, rewritten as a ROS 1 bag (noetic definitions)."""
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ros1 = get_typestore(Stores.ROS1_NOETIC)
+    topics = {IMAGE_TOPIC: "sensor_msgs/msg/Image", "/camera/color/camera_info": "sensor_msgs/msg/CameraInfo"}
+    with AnyReader([source]) as reader, Writer(path) as writer:
+        connections = {topic: writer.add_connection(topic, kind, typestore=ros1) for topic, kind in topics.items()}
+        written = dict.fromkeys(topics, 0)
+        for connection, time_ns, raw in reader.messages([c for c in reader.connections if c.topic in topics]):
+            if written[connection.topic] == frames:
+                continue
+            msg = reader.deserialize(raw, connection.msgtype)
+            stamp = ros1.types["builtin_interfaces/msg/Time"](msg.header.stamp.sec, msg.header.stamp.nanosec)
+            header = ros1.types["std_msgs/msg/Header"](seq=written[connection.topic], stamp=stamp,
+                                                       frame_id=msg.header.frame_id)
+            if connection.topic == IMAGE_TOPIC:
+                ros1_msg = ros1.types[connection.msgtype](header, msg.height, msg.width, msg.encoding, msg.is_bigendian,
+                                                          msg.step, msg.data)
+            else:
+                ros1_msg = ros1.types[connection.msgtype](header, msg.height, msg.width, msg.distortion_model, msg.d,
+                                                          msg.k, msg.r, msg.p, msg.binning_x, msg.binning_y, msg.roi)
+            writer.write(connections[connection.topic], time_ns, ros1.serialize_ros1(ros1_msg, connection.msgtype))
+            written[connection.topic] += 1
+
+
+def test_ros1_bag_gives_the_same_depth_and_cdr_copies(shared_data, processed, checkpoint, params_file, tmp_path):
+    ros1_bag = tmp_path / "three.bag"
+    _write_ros1_bag(shared_data / BAG, ros1_bag, 3)
+    args = _cli_args(ros1_bag, checkpoint, params_file)
+    assert main([args[0], str(tmp_path / "out"), *args[1:], "--namespace", "/estimated", "--copy-input"]) == 0
+    counts, out = _read(tmp_path / "out")
+    assert counts == {"/camera/color/image_raw": 3, "/camera/color/camera_info": 3, "/estimated/depth": 3,
+                      "/estimated/depth/camera_info": 3, "/estimated/points": 3, "/estimated/occupancy": 3}
+    _, ros2_out = _read(processed)
+    for topic in (IMAGE_TOPIC, "/camera/color/camera_info"):  # converted to the CDR bytes of the ROS 2 bag
+        assert [raw for _, raw, _ in out[topic]] == [raw for _, raw, _ in ros2_out[topic][:3]], topic
+    for (_, _, depth), (_, _, expected) in zip(out["/estimated/depth"], ros2_out["/estimated/depth"], strict=False):
+        assert (_stamp(depth), depth.header.frame_id) == (_stamp(expected), expected.header.frame_id)
+        np.testing.assert_allclose(depth_image_to_array(depth), depth_image_to_array(expected), rtol=1e-5,
+                                   equal_nan=True)

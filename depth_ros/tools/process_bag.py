@@ -254,9 +254,24 @@ class BagCameraReader:
         for connection, time_ns, raw in self.messages():
             yield time_ns, self.decode(connection, time_ns, raw)
 
+    @property
+    def ros2_typestore(self):
+        """Typestore with the ROS 2 definitions of this bag's types: the bag's own (rosbag2) or rosbags' latest
+        ROS 2 store (ROS 1 bags, whose standard messages have the same CDR layout there)."""
+        from rosbags.typesys import Stores, get_typestore
+
+        return self.reader.typestore if self.reader.is2 else get_typestore(Stores.LATEST)
+
     def cdr(self, connection, raw) -> bytes:
-        """A message of this bag as CDR bytes (rosbag2 data is CDR already; ROS 1 data is converted)."""
-        return raw if self.reader.is2 else self.reader.typestore.ros1_to_cdr(raw, connection.msgtype)
+        """A message of this bag as CDR bytes (rosbag2 data is CDR already; ROS 1 data is converted).
+
+        Raises:
+            ValueError: a ROS 1 message that does not convert (names topic and type).
+        """
+        if self.reader.is2:
+            return raw
+        with _bag_errors(self.path, f"cannot convert {connection.msgtype} on {connection.topic} to CDR"):
+            return self.ros2_typestore.ros1_to_cdr(raw, connection.msgtype)
 
 
 @contextmanager
@@ -324,10 +339,15 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
     camera_to_grid = pose_matrix(config.camera_to_base)
     with BagCameraReader(input_bag, image_topic, info_topic, config.use_rectified,
                          config.camera_info_tolerance) as bag:
-        clashes = sorted(set(topics.values()) & {c.topic for c in bag.reader.connections})
-        if copy_input and clashes:
-            raise ValueError(f"output topic(s) {', '.join(clashes)} already exist in {bag.path}; choose another "
-                             "--namespace")
+        if copy_input:
+            clashes = sorted(set(topics.values()) & {c.topic for c in bag.reader.connections})
+            if clashes:
+                raise ValueError(f"output topic(s) {', '.join(clashes)} already exist in {bag.path}; choose another "
+                                 "--namespace")
+            unknown = sorted({c.msgtype for c in bag.reader.connections} - set(bag.ros2_typestore.fielddefs))
+            if unknown:
+                raise ValueError(f"{bag.path}: cannot copy ROS 1 messages of types without a ROS 2 definition in "
+                                 f"rosbags: {', '.join(unknown)}; run without --copy-input")
         pipeline = pipeline or DepthPipeline.from_config(config)
         output_bag.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output_bag.name}.", suffix=".partial", dir=output_bag.parent))
@@ -339,7 +359,7 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
                            for name, msgtype in OUTPUT_TOPICS.items()}
                 copies = {}
                 if copy_input:
-                    copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag.reader.typestore)
+                    copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag.ros2_typestore)
                               for c in bag.reader.connections}
                 counts = dict.fromkeys(topics.values(), 0)
                 frames = 0
