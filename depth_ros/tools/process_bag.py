@@ -4,8 +4,8 @@ Reads a ROS 1 or ROS 2 bag with rosbags (``AnyReader``), runs :class:`depth_ros.
 code the node runs, with the node's parameters) on an image topic (sensor_msgs/Image or CompressedImage) and its
 CameraInfo, and writes a rosbag2 (MCAP storage) with ``<namespace>/depth`` (32FC1 m, REP 118, the image's header),
 ``<namespace>/depth/camera_info``, ``<namespace>/points`` (optical frame) and ``<namespace>/occupancy``
-(``grid_frame``, camera pose from the ``camera_to_base`` parameter); with ``--copy-input`` every input topic too.
-Output messages carry the input image's log time.
+(``grid_frame``, camera pose from the ``camera_to_base`` parameter); with ``--copy-input`` every input topic too
+(ROS 1 messages converted to CDR). Output messages carry the input image's log time.
 
 Serialisation: the messages are built with :mod:`depth_ros.ros.conversions` (the node's own builders) and serialised
 by rclpy (``serialize_message``), so the bag holds the bytes the node would publish; rosbags' typestore only provides
@@ -32,12 +32,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from tqdm import tqdm
 
 from depth_ros.data.rosbag import CAMERA_INFO, COMPRESSED, IMAGE
 from depth_ros.tools.cli import run_cli
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from depth_ros.geometry.camera import PinholeCamera
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +105,8 @@ class CameraFrame:
     """
 
     header: object
-    rgb: object
-    camera: object
+    rgb: np.ndarray
+    camera: PinholeCamera | None
 
 
 def _stamp_ns(header) -> int:
