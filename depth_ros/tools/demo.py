@@ -91,9 +91,13 @@ def motorcycle_frame(width: int = 640) -> DemoFrame:
         :class:`DemoFrame` of ``width`` x round(500 * width / 741) px, depth about 1 to 5 m.
 
     Raises:
-        ImportError: scikit-image is not installed (``pip install scikit-image``).
+        ValueError: scikit-image is not installed (the message says how to install it).
     """
-    from skimage.data import stereo_motorcycle
+    try:
+        from skimage.data import stereo_motorcycle
+    except ImportError as exc:
+        raise ValueError("the built-in demo input needs scikit-image: pip install scikit-image (or play a bag with "
+                         "--bag)") from exc
 
     from depth_ros.geometry.camera import PinholeCamera
 
