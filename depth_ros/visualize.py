@@ -35,6 +35,33 @@ def colorize_depth(depth: np.ndarray, vmin: float | None = None, vmax: float | N
     return rgb
 
 
+def occupancy_image(grid: np.ndarray) -> np.ndarray:
+    """An occupancy grid (HxW int8, row 0 at the lowest y: 100 occupied, 0 free, -1 unknown) as a grey image.
+
+    Returns:
+        HxW uint8: occupied (> 50) black, free white, unknown grey; rows flipped so that +y points up in the image.
+    """
+    grid = np.asarray(grid)
+    image = np.full(grid.shape, 128, np.uint8)
+    image[grid == 0] = 255
+    image[grid > 50] = 0
+    return np.flipud(image)
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an HxWx3 uint8 RGB or HxW uint8 grey image (format from the file name, e.g. ``.png``) with OpenCV.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    import cv2
+
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"{path}: could not write image")
+
+
 def save_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | None = None) -> None:
     """Write points (N,3 float, metres) and optional colours (N,3 uint8 RGB) to a binary PLY file with open3d.
 

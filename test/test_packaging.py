@@ -1,6 +1,7 @@
 """The package installs both ways: ament_python metadata for colcon, and a wheel with every data file for pip."""
 
 import configparser
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -31,9 +32,13 @@ def test_scripts_install_where_ros2_run_finds_them():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    source = tmp_path_factory.mktemp("source")  # setuptools writes build/ into the tree it builds
+    for name in ("package.xml", "setup.py", "setup.cfg", "resource", "depth_ros", "launch", "config"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        copy(REPO / name, source / name)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(REPO)], check=True, timeout=300)
+                    str(source)], check=True, timeout=300)
     return zipfile.ZipFile(next(out.glob("depth_ros-*.whl")))
 
 

@@ -13,7 +13,8 @@ from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.models import DepthAnythingV2
 from depth_ros.pipeline import DepthPipeline, pose_matrix
 from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array, image_to_rgb
-from depth_ros.tools.process_bag import load_config, main, process_bag
+from depth_ros.ros.params import NodeConfig
+from depth_ros.tools.process_bag import main, process_bag
 
 REPO = Path(__file__).resolve().parents[1]
 BAG = "7scenes_redkitchen_20f_bag"
@@ -93,7 +94,7 @@ def test_output_bag_has_the_node_topics_with_input_stamps_and_copies(shared_data
 def test_outputs_are_the_pipelines_for_the_same_frame(shared_data, processed, checkpoint, params_file):
     _, out = _read(processed)
     _, inp = _read(shared_data / BAG)
-    config = load_config(params_file, checkpoint=str(checkpoint), input_size=INPUT_SIZE, device="cpu")
+    config = NodeConfig.from_params_file(params_file, checkpoint=str(checkpoint), input_size=INPUT_SIZE, device="cpu")
     assert config.grid_max_range == 20.0 and config.grid_frame == "base_link"
     pipeline = DepthPipeline.from_config(config)
     index = 7
@@ -154,7 +155,7 @@ class _InterruptedPipeline:
 
 
 def test_interrupted_run_leaves_no_output(shared_data, checkpoint, tmp_path):
-    config = load_config(checkpoint=str(checkpoint), input_size=INPUT_SIZE, device="cpu")
+    config = NodeConfig.from_params_file(checkpoint=str(checkpoint), input_size=INPUT_SIZE, device="cpu")
     pipeline = _InterruptedPipeline(DepthPipeline.from_config(config))
     with pytest.raises(KeyboardInterrupt):
         process_bag(shared_data / BAG, tmp_path / "out", config, pipeline=pipeline, progress=False)

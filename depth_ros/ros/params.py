@@ -11,14 +11,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+from depth_ros.estimator import PRECISIONS
+from depth_ros.models import ENCODERS
 
 # Pose of the camera optical frame (REP 103: z forward, x right, y down) in the grid frame as x, y, z (m) and roll,
 # pitch, yaw (rad, fixed axes x-y-z as tf2's static_transform_publisher): 0.5 m above the origin looking along +x.
 DEFAULT_CAMERA_TO_BASE = (0.0, 0.0, 0.5, -math.pi / 2, 0.0, -math.pi / 2)
 
-ENCODERS = ("vits", "vitb", "vitl", "vitg")
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class ConfigError(ValueError):
@@ -104,6 +108,37 @@ class NodeConfig:
         config = cls(**converted)
         config._validate()
         return config
+
+    @classmethod
+    def from_params_file(cls, path: str | Path | None = None, **overrides: Any) -> NodeConfig:
+        """Config from a ROS 2 parameters YAML file (e.g. config/depth.yaml; None: the defaults) and overrides.
+
+        Takes ``ros__parameters`` of the ``/**`` entry and of any entry naming ``depth_node`` (with or without a
+        namespace), the latter winning, as a node called depth_node would receive them.
+
+        Args:
+            path: the parameters file, or None for the defaults.
+            overrides: parameter name -> value; None values are ignored (e.g. CLI options not given).
+
+        Raises:
+            OSError: the file cannot be read.
+            ConfigError: not YAML, no ``/**`` / ``depth_node`` entry with ``ros__parameters``, or a value the node
+                could not run with (names the parameter).
+        """
+        values = {}
+        if path is not None:
+            try:
+                content = yaml.safe_load(Path(path).read_text())
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not a YAML parameters file: {exc}") from exc
+            entries = [key for key in (content or {}) if key == "/**" or str(key).rsplit("/", 1)[-1] == "depth_node"]
+            if not entries:
+                raise ConfigError(f"{path}: no '/**' or 'depth_node' entry with ros__parameters")
+            entries.sort(key=lambda key: key != "/**")  # wildcard first, so depth_node's own values override it
+            for key in entries:
+                values.update((content[key] or {}).get("ros__parameters") or {})
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls.from_values(values)
 
     @classmethod
     def documentation(cls) -> dict[str, str]:

@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from depth_ros.tools.cli import run_cli
+from depth_ros.visualize import colorize_depth, occupancy_image, save_image, save_ply
 
 log = logging.getLogger(__name__)
 
@@ -300,20 +301,6 @@ def _latency_summary(seconds: list[float]) -> dict[str, float]:
             "mean": float(values.mean()), "max": float(values.max())}
 
 
-def occupancy_image(grid_msg) -> np.ndarray:
-    """An OccupancyGrid as a grey-level image: occupied black, free white, unknown grey; rows flipped so +y is up."""
-    grid = np.asarray(grid_msg.data, dtype=np.int8).reshape(grid_msg.info.height, grid_msg.info.width)
-    image = np.full(grid.shape, 128, np.uint8)
-    image[grid == 0] = 255
-    image[grid > 50] = 0
-    return np.flipud(image)
-
-
-def _write_rgb(path: Path, rgb: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write image")
-
-
 def write_outputs(out_dir: Path, played: dict[int, tuple[float, DemoFrame]], peer: DemoPeer, config,
                   info: dict) -> dict:
     """Write the PNGs, the PLY and metrics.json from what the peer received; returns the metrics dictionary.
@@ -331,7 +318,6 @@ def write_outputs(out_dir: Path, played: dict[int, tuple[float, DemoFrame]], pee
     from depth_ros.geometry.pointcloud import unpack_rgb
     from depth_ros.metrics import evaluate_depth, mean_metrics
     from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array
-    from depth_ros.visualize import colorize_depth, save_ply
 
     with peer.lock:
         answered = sorted((stamp, received, msg) for stamp, (received, msg) in peer.depth.items() if stamp in played)
@@ -350,9 +336,9 @@ def write_outputs(out_dir: Path, played: dict[int, tuple[float, DemoFrame]], pee
             truth = cv2.resize(truth, depth.shape[::-1], interpolation=cv2.INTER_NEAREST)
         valid = np.isfinite(truth) if truth is not None else np.isfinite(depth)
         low, high = np.percentile((truth if truth is not None else depth)[valid], [2, 98]) if valid.any() else (0, 1)
-        _write_rgb(out_dir / f"frame_{index:04d}_depth.png", colorize_depth(depth, low, high))
+        save_image(out_dir / f"frame_{index:04d}_depth.png", colorize_depth(depth, low, high))
         if truth is not None:
-            _write_rgb(out_dir / f"frame_{index:04d}_ground_truth.png", colorize_depth(truth, low, high))
+            save_image(out_dir / f"frame_{index:04d}_ground_truth.png", colorize_depth(truth, low, high))
             # pixels the node left invalid (NaN outside [min_depth, max_depth]) are not scored
             scored = np.isfinite(depth)
             try:
@@ -366,8 +352,9 @@ def write_outputs(out_dir: Path, played: dict[int, tuple[float, DemoFrame]], pee
         colors = unpack_rgb(cloud["rgb"]) if "rgb" in cloud.dtype.names else None
         save_ply(out_dir / "points.ply", xyz, colors)
     if "occupancy" in latest:
-        if not cv2.imwrite(str(out_dir / "occupancy.png"), occupancy_image(latest["occupancy"])):
-            raise OSError(f"{out_dir / 'occupancy.png'}: could not write image")
+        grid_msg = latest["occupancy"]
+        grid = np.asarray(grid_msg.data, dtype=np.int8).reshape(grid_msg.info.height, grid_msg.info.width)
+        save_image(out_dir / "occupancy.png", occupancy_image(grid))
     metrics = {
         **info,
         "frames_published": len(played),
@@ -430,7 +417,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             played[stamp] = (sent, frame)
             time.sleep(max(0.0, sent + 1.0 / args.rate - time.monotonic()))
             if index == 0:
-                _write_rgb(args.out / "input.png", frame.rgb)
+                save_image(args.out / "input.png", frame.rgb)
         if not played:
             raise ValueError("no frames to play")
         last = max(played)

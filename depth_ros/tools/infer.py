@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         from depth_ros.estimator import DepthEstimator
         from depth_ros.geometry.camera import PinholeCamera
-        from depth_ros.visualize import colorize_depth, save_ply
+        from depth_ros.visualize import colorize_depth, save_image, save_ply
 
         images = list_images(args.inputs)
         estimator = DepthEstimator.from_checkpoint(
@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             rgb = read_rgb(path)
             depth = estimator.infer(rgb, fx=args.fx)
             np.save(args.out / f"{path.stem}_depth.npy", depth)
-            colour = colorize_depth(depth)
-            cv2.imwrite(str(args.out / f"{path.stem}_depth.png"), cv2.cvtColor(colour, cv2.COLOR_RGB2BGR))
+            save_image(args.out / f"{path.stem}_depth.png", colorize_depth(depth))
             if args.ply:
                 height, width = depth.shape
                 camera = PinholeCamera(

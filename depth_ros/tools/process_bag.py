@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
 from tqdm import tqdm
 
 from depth_ros.data.rosbag import CAMERA_INFO, COMPRESSED, IMAGE
@@ -49,48 +48,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_TOPIC = "/camera/color/image_raw"
 DEFAULT_NAMESPACE = "/depth_ros"
-
-
-def load_params_file(path: str | Path) -> dict:
-    """The ``depth_node`` parameters of a ROS 2 parameters YAML file (e.g. config/depth.yaml).
-
-    Takes ``ros__parameters`` of the ``/**`` entry and of any entry naming ``depth_node`` (with or without a
-    namespace), the latter winning, as a node called depth_node would receive them.
-
-    Raises:
-        OSError: the file cannot be read.
-        ValueError: not YAML, or no ``/**`` / ``depth_node`` entry with ``ros__parameters``.
-    """
-    try:
-        content = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not a YAML parameters file: {exc}") from exc
-    entries = [key for key in (content or {}) if key == "/**" or str(key).rsplit("/", 1)[-1] == "depth_node"]
-    entries.sort(key=lambda key: key != "/**")  # wildcard first, so depth_node's own values override it
-    values = {}
-    for key in entries:
-        values.update((content[key] or {}).get("ros__parameters") or {})
-    if not entries:
-        raise ValueError(f"{path}: no '/**' or 'depth_node' entry with ros__parameters")
-    return values
-
-
-def load_config(params_file: str | Path | None = None, **overrides):
-    """:class:`~depth_ros.ros.params.NodeConfig` from a parameters file (None: the defaults) and overrides.
-
-    Args:
-        params_file: ROS 2 parameters YAML (see :func:`load_params_file`).
-        overrides: parameter name -> value; None values are ignored (e.g. CLI options not given).
-
-    Raises:
-        ConfigError: a value the node could not run with (names the parameter).
-        OSError, ValueError: as :func:`load_params_file`.
-    """
-    from depth_ros.ros.params import NodeConfig
-
-    values = load_params_file(params_file) if params_file is not None else {}
-    values.update({name: value for name, value in overrides.items() if value is not None})
-    return NodeConfig.from_values(values)
 
 
 @dataclass
@@ -418,8 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def run() -> None:
-        config = load_config(args.params, checkpoint=args.checkpoint, input_size=args.input_size,
-                             device=args.device, precision=args.precision)
+        from depth_ros.ros.params import NodeConfig
+
+        config = NodeConfig.from_params_file(args.params, checkpoint=args.checkpoint, input_size=args.input_size,
+                                             device=args.device, precision=args.precision)
         summary = process_bag(args.input, args.output, config, image_topic=args.image_topic,
                               info_topic=args.info_topic, namespace=args.namespace, copy_input=args.copy_input)
         written = ", ".join(f"{topic} {count}" for topic, count in summary.messages.items())
