@@ -17,7 +17,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from depth_ros.data.frames import RGBDFrame, RGBDSequence, match_stamps
 from depth_ros.geometry.camera import PinholeCamera
-from depth_ros.ros.conversions import compressed_to_rgb, depth_image_to_array, image_to_rgb
+from depth_ros.ros.conversions import compressed_to_rgb, depth_image_to_array, image_to_rgb, stamp_ns
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,41 @@ def is_bag(path: Path) -> bool:
     return (path.is_dir() and (path / "metadata.yaml").is_file()) or (path.is_file() and path.suffix in BAG_SUFFIXES)
 
 
+def open_bag(path: Path) -> AnyReader:
+    """An opened rosbags ``AnyReader`` for a ROS 1 or ROS 2 bag; ROS 1 types resolve against the latest ROS 2 store.
+
+    Raises:
+        rosbags errors (AnyReaderError) for unreadable bags; callers turn them into messages naming the bag.
+    """
+    reader = AnyReader([path], default_typestore=get_typestore(Stores.LATEST))
+    reader.open()
+    return reader
+
+
+def default_info_topic(image_topic: str) -> str:
+    """``camera_info`` beside an image topic: ``/cam/image_raw[/compressed]`` -> ``/cam/camera_info``."""
+    base = image_topic.removesuffix("/compressed")
+    return base.rsplit("/", 1)[0] + "/camera_info"
+
+
+def topic_connections(reader: AnyReader, path: Path, topic: str, types: tuple[str, ...]) -> list:
+    """The connections of ``topic`` in an open bag, checked to carry one of ``types``.
+
+    Raises:
+        ValueError: the topic is missing or of another type; the message lists every topic of the bag.
+    """
+    connections = [c for c in reader.connections if c.topic == topic]
+    listing = ", ".join(f"{c.topic} ({c.msgtype}, {c.msgcount} msgs)" for c in reader.connections)
+    if not connections:
+        raise ValueError(f"{path}: no topic {topic!r}; the bag's topics: {listing}")
+    if any(c.msgtype not in types for c in connections):
+        raise ValueError(f"{path}: topic {topic!r} has type {connections[0].msgtype}, expected "
+                         f"{' or '.join(types)}; the bag's topics: {listing}")
+    return connections
+
+
 def _stamp(msg) -> float:
-    return int(msg.header.stamp.sec) + int(msg.header.stamp.nanosec) * 1e-9
+    return stamp_ns(msg.header) * 1e-9
 
 
 class RosbagRGBD(RGBDSequence):
@@ -60,12 +93,12 @@ class RosbagRGBD(RGBDSequence):
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such bag")
         self.rgb_topic, self.depth_topic = rgb_topic, depth_topic
-        self.info_topic = info_topic or rgb_topic.rsplit("/", 1)[0] + "/camera_info"
+        self.info_topic = info_topic or default_info_topic(rgb_topic)
         self._reader: AnyReader | None = None
         reader = self._open()
-        rgb_conns = self._connections(reader, self.rgb_topic, (IMAGE, COMPRESSED))
-        depth_conns = self._connections(reader, self.depth_topic, (IMAGE,))
-        info_conns = self._connections(reader, self.info_topic, (CAMERA_INFO,))
+        rgb_conns = topic_connections(reader, self.path, self.rgb_topic, (IMAGE, COMPRESSED))
+        depth_conns = topic_connections(reader, self.path, self.depth_topic, (IMAGE,))
+        info_conns = topic_connections(reader, self.path, self.info_topic, (CAMERA_INFO,))
         _, _, info = next(self._messages(reader, info_conns))
         self.camera = PinholeCamera.from_camera_info(info, use_rectified=use_rectified)
         rgb = list(self._index(reader, rgb_conns))
@@ -82,8 +115,7 @@ class RosbagRGBD(RGBDSequence):
 
     def _open(self) -> AnyReader:
         if self._reader is None:
-            self._reader = AnyReader([self.path], default_typestore=get_typestore(Stores.LATEST))
-            self._reader.open()
+            self._reader = open_bag(self.path)
         return self._reader
 
     def close(self) -> None:
@@ -96,16 +128,6 @@ class RosbagRGBD(RGBDSequence):
         state = self.__dict__.copy()
         state["_reader"] = None
         return state
-
-    def _connections(self, reader: AnyReader, topic: str, types: tuple[str, ...]):
-        conns = [c for c in reader.connections if c.topic == topic]
-        listing = ", ".join(f"{c.topic} ({c.msgtype}, {c.msgcount} msgs)" for c in reader.connections)
-        if not conns:
-            raise ValueError(f"{self.path}: no topic {topic!r}; the bag's topics: {listing}")
-        if any(c.msgtype not in types for c in conns):
-            raise ValueError(f"{self.path}: topic {topic!r} has type {conns[0].msgtype}, expected "
-                             f"{' or '.join(types)}; the bag's topics: {listing}")
-        return conns
 
     @staticmethod
     def _messages(reader: AnyReader, conns, start: int | None = None, stop: int | None = None):

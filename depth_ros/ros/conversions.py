@@ -150,6 +150,11 @@ def depth_image_to_array(msg) -> np.ndarray:
     return depth
 
 
+def stamp_ns(header) -> int:
+    """A std_msgs/Header's stamp as integer nanoseconds (rclpy or rosbags header; exact, no float rounding)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
 def _header(header):
     """An rclpy std_msgs/Header copied from any header-like object (rclpy or rosbags)."""
     from std_msgs.msg import Header

@@ -36,7 +36,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.metrics import evaluate_depth
 from depth_ros.pipeline import DepthPipeline, check_camera_matches, pose_matrix
-from depth_ros.ros.conversions import compressed_to_rgb, depth_image_to_array, image_to_rgb, transform_msg_to_matrix
+from depth_ros.ros.conversions import (
+    compressed_to_rgb,
+    depth_image_to_array,
+    image_to_rgb,
+    stamp_ns,
+    transform_msg_to_matrix,
+)
 from depth_ros.ros.dds import use_shipped_fastdds_profile
 from depth_ros.ros.diagnostics import NodeStats
 from depth_ros.ros.outputs import OUTPUT_TOPICS, output_messages
@@ -45,10 +51,6 @@ from depth_ros.ros.params import declare_and_load
 LOG_PERIOD = 5.0  # s between two logs of the same problem
 CACHE_SIZE = 30  # CameraInfo / reference depth messages remembered per frame_id (1 s at 30 Hz)
 OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)  # RViz and Nav2 both match it
-
-
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 @dataclass
@@ -169,7 +171,7 @@ class DepthNode(Node):
     # --- callbacks (executor thread: check, store, never wait for the model) ----------------------------------
     def _on_image(self, msg) -> None:
         self.stats.received()
-        stamp = _stamp_ns(msg.header)
+        stamp = stamp_ns(msg.header)
         previous, self._last_stamp = self._last_stamp, stamp
         if previous is not None and stamp < previous:
             self._reject("image", f"its stamp {stamp / 1e9:.9f} s is earlier than the previous image's "
@@ -187,11 +189,11 @@ class DepthNode(Node):
         except ValueError as error:
             self._reject("CameraInfo", str(error))
             return
-        self._cameras.add(msg.header.frame_id, _stamp_ns(msg.header), camera)
+        self._cameras.add(msg.header.frame_id, stamp_ns(msg.header), camera)
 
     def _on_reference(self, msg: Image) -> None:
         # Keyed by stamp only: a registered depth image may carry the depth camera's frame_id.
-        self._references.add("", _stamp_ns(msg.header), msg)
+        self._references.add("", stamp_ns(msg.header), msg)
 
     # --- worker thread ------------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -245,14 +247,14 @@ class DepthNode(Node):
         self.stats.processed(
             stages={"decode": decode, **out.timings, "publish": time.perf_counter() - start},
             end_to_end=time.monotonic() - frame.received,
-            from_stamp=(self.get_clock().now().nanoseconds - _stamp_ns(header)) / 1e9,
+            from_stamp=(self.get_clock().now().nanoseconds - stamp_ns(header)) / 1e9,
         )
         if self.config.use_reference_depth:
             self._evaluate(header, out.prediction)
 
     def _camera_for(self, header, height: int, width: int) -> PinholeCamera | None:
         """The camera of this image: same stamp, else the latest of its frame_id; None (warned) if none fits."""
-        stamp = _stamp_ns(header)
+        stamp = stamp_ns(header)
         while (found := self._cameras.find(header.frame_id, stamp, exact=False)) is not None:
             info_stamp, camera = found
             try:
@@ -302,7 +304,7 @@ class DepthNode(Node):
 
     def _evaluate(self, header, prediction: np.ndarray) -> None:
         """Add this frame's AbsRel / RMSE / delta1 against the reference depth of (nearly) the same stamp."""
-        stamp = _stamp_ns(header)
+        stamp = stamp_ns(header)
         found = self._references.find("", stamp, exact=False)
         if found is None or abs(found[0] - stamp) > self.config.camera_info_tolerance * 1e9:
             return

@@ -44,6 +44,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from depth_ros.ros.conversions import camera_info_msg, rgb_to_image_msg, stamp_ns
 from depth_ros.tools.cli import run_cli
 from depth_ros.visualize import colorize_depth, occupancy_image, save_image, save_ply
 
@@ -162,7 +163,7 @@ def bag_frames(path: Path, image_topic: str, info_topic: str | None, depth_topic
                                      f"'{frame.header.frame_id}'")
                 depth = None
                 if ground_truth is not None:
-                    stamp = int(frame.header.stamp.sec) + int(frame.header.stamp.nanosec) * 1e-9
+                    stamp = stamp_ns(frame.header) * 1e-9
                     nearest = int(np.argmin(np.abs(ground_truth.stamps - stamp)))
                     if abs(ground_truth.stamps[nearest] - stamp) < 1e-6:
                         depth = ground_truth[nearest].depth
@@ -241,7 +242,7 @@ class DemoPeer:
 
     def _on_depth(self, msg) -> None:
         received = time.monotonic()
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = stamp_ns(msg.header)
         with self.lock:
             self.depth[stamp] = (received, msg)
 
@@ -269,14 +270,13 @@ class DemoPeer:
         """Publish CameraInfo and image with the current time as stamp; returns (stamp ns, time.monotonic())."""
         from std_msgs.msg import Header
 
-        from depth_ros.ros.conversions import camera_info_msg, rgb_to_image_msg
 
         header = Header(frame_id=frame.frame_id, stamp=self.node.get_clock().now().to_msg())
         image = rgb_to_image_msg(frame.rgb, header)
         self.info_pub.publish(camera_info_msg(frame.camera, header))
         sent = time.monotonic()
         self.image_pub.publish(image)
-        return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec, sent
+        return stamp_ns(header), sent
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from depth_ros.data.rosbag import CAMERA_INFO, COMPRESSED, IMAGE
+from depth_ros.data.rosbag import CAMERA_INFO, COMPRESSED, IMAGE, default_info_topic, open_bag, topic_connections
+from depth_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_ns
 from depth_ros.tools.cli import run_cli
 
 if TYPE_CHECKING:
@@ -66,10 +67,6 @@ class CameraFrame:
     camera: PinholeCamera | None
 
 
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 class BagCameraReader:
     """Images and CameraInfo of one camera in a ROS 1 / ROS 2 bag (any storage rosbags reads).
 
@@ -92,24 +89,20 @@ class BagCameraReader:
 
     def __init__(self, path: str | Path, image_topic: str = DEFAULT_IMAGE_TOPIC, info_topic: str | None = None,
                  use_rectified: bool = True, tolerance: float = 0.1):
-        from rosbags.highlevel import AnyReader
-        from rosbags.typesys import Stores, get_typestore
 
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such bag")
         self.image_topic = image_topic
-        base = image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") else image_topic
-        self.info_topic = info_topic or base.rsplit("/", 1)[0] + "/camera_info"
+        self.info_topic = info_topic or default_info_topic(image_topic)
         self.use_rectified = use_rectified
         self.tolerance = tolerance
         self._warned: set[str] = set()
         with _bag_errors(self.path, "cannot open bag", also=(OSError,)):
-            self.reader = AnyReader([self.path], default_typestore=get_typestore(Stores.LATEST))
-            self.reader.open()
+            self.reader = open_bag(self.path)
         try:
-            self.image_connections = self._connections(image_topic, (IMAGE, COMPRESSED))
-            self.info_connections = self._connections(self.info_topic, (CAMERA_INFO,))
+            self.image_connections = topic_connections(self.reader, self.path, image_topic, (IMAGE, COMPRESSED))
+            self.info_connections = topic_connections(self.reader, self.path, self.info_topic, (CAMERA_INFO,))
             self._cameras = self._read_cameras()
         except BaseException:
             self.close()
@@ -130,19 +123,6 @@ class BagCameraReader:
         """Number of messages on the image topic."""
         return sum(c.msgcount for c in self.image_connections)
 
-    def topic_listing(self) -> str:
-        """``topic (type, N msgs)`` of every topic of the bag, comma separated (for error messages)."""
-        return ", ".join(f"{c.topic} ({c.msgtype}, {c.msgcount} msgs)" for c in self.reader.connections)
-
-    def _connections(self, topic: str, types: tuple[str, ...]) -> list:
-        connections = [c for c in self.reader.connections if c.topic == topic]
-        if not connections:
-            raise ValueError(f"{self.path}: no topic {topic!r}; the bag's topics: {self.topic_listing()}")
-        if any(c.msgtype not in types for c in connections):
-            raise ValueError(f"{self.path}: topic {topic!r} has type {connections[0].msgtype}, expected "
-                             f"{' or '.join(types)}; the bag's topics: {self.topic_listing()}")
-        return connections
-
     def _deserialize(self, connection, time_ns: int, raw):
         with _bag_errors(self.path, f"corrupt {connection.msgtype} message on {connection.topic} at log time "
                                     f"{time_ns / 1e9:.9f} s"):
@@ -159,9 +139,9 @@ class BagCameraReader:
                 try:
                     camera = PinholeCamera.from_camera_info(msg, use_rectified=self.use_rectified)
                 except ValueError as exc:
-                    raise ValueError(f"{self.path}: {self.info_topic} at {_stamp_ns(msg.header) / 1e9:.9f} s: "
+                    raise ValueError(f"{self.path}: {self.info_topic} at {stamp_ns(msg.header) / 1e9:.9f} s: "
                                      f"{exc}") from exc
-                by_frame.setdefault(msg.header.frame_id, {})[_stamp_ns(msg.header)] = camera
+                by_frame.setdefault(msg.header.frame_id, {})[stamp_ns(msg.header)] = camera
         return {frame_id: (sorted(items), [items[s] for s in sorted(items)]) for frame_id, items in by_frame.items()}
 
     def camera_for(self, header):
@@ -172,7 +152,7 @@ class BagCameraReader:
                             "points or occupancy for its images")
             return None
         stamps, cameras = self._cameras[header.frame_id]
-        stamp = _stamp_ns(header)
+        stamp = stamp_ns(header)
         index = bisect_left(stamps, stamp)
         nearest = min((i for i in (index - 1, index) if 0 <= i < len(stamps)), key=lambda i: abs(stamps[i] - stamp))
         if abs(stamps[nearest] - stamp) > self.tolerance * 1e9:
@@ -193,13 +173,12 @@ class BagCameraReader:
         Raises:
             ValueError: corrupt message or an image that cannot be decoded (names topic and stamp).
         """
-        from depth_ros.ros.conversions import compressed_to_rgb, image_to_rgb
 
         msg = self._deserialize(connection, time_ns, raw)
         try:
             rgb = compressed_to_rgb(msg) if connection.msgtype == COMPRESSED else image_to_rgb(msg)
         except ValueError as exc:
-            raise ValueError(f"{self.path}: {connection.topic} at {_stamp_ns(msg.header) / 1e9:.9f} s: {exc}") from exc
+            raise ValueError(f"{self.path}: {connection.topic} at {stamp_ns(msg.header) / 1e9:.9f} s: {exc}") from exc
         return CameraFrame(msg.header, rgb, self.camera_for(msg.header))
 
     def messages(self, all_topics: bool = False) -> Iterator[tuple[object, int, object]]:
@@ -338,7 +317,7 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
                             out = pipeline.run(frame.rgb, frame.camera, camera_to_grid)
                         except ValueError as exc:
                             raise ValueError(f"{bag.path}: {connection.topic} at "
-                                             f"{_stamp_ns(frame.header) / 1e9:.9f} s: {exc}") from exc
+                                             f"{stamp_ns(frame.header) / 1e9:.9f} s: {exc}") from exc
                         messages = output_messages(out, frame.header, config.grid_frame, pipeline.grid_options.spec)
                         for name, msg in messages.items():
                             writer.write(outputs[name], time_ns, serialize_message(msg))
