@@ -252,3 +252,9 @@ def test_accelerate_launch_runs_the_script(kitchen, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert [p.name for p in train_supervised.state_dirs(tmp_path / "run")] == ["step_0000001"]
     assert "best checkpoint:" in result.stdout
+
+
+def test_shipped_7scenes_config_is_valid_and_splits_frames_0_69_and_70_99(shared_data):
+    cfg = train_supervised.load_config(REPO / "config" / "train_7scenes.yaml")
+    assert cfg.data.split.indices(np.arange(100) * 0.1) == (list(range(70)), list(range(70, 100)))
+    assert Path(cfg.data.path).name == "7scenes_redkitchen" and cfg.data.depth_scale == 1000

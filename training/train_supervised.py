@@ -546,6 +546,12 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_steps: int | None =
     summary = json.loads(summary_path.read_text()) if resume and summary_path.is_file() else {}
     summary.update(train_frames=len(train_indices), val_frames=len(val_indices), total_steps=total_steps,
                    checkpoint=str(out / BEST))
+    seconds_before = summary.get("train_seconds", 0.0)
+
+    def write_summary():
+        tmp = summary_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, summary_path)
 
     def run_validation():
         if not accelerator.is_main_process:
@@ -560,11 +566,13 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_steps: int | None =
             progress.best_abs_rel = metrics["abs_rel"]
             save_checkpoint(out / BEST, accelerator.unwrap_model(model), metadata)
             summary["best"] = dict(metrics, step=progress.step)
+        write_summary()
         return metrics
 
     if accelerator.is_main_process and not resume:
         summary["baseline_gt_median"] = median_baseline_metrics(source, val_indices, cfg)
         log.info("baseline (each frame's GT median everywhere): %s", _short(summary["baseline_gt_median"]))
+        write_summary()
         if cfg.run.validate_at_start:
             summary["before"] = dict(run_validation(), step=0)
 
@@ -642,8 +650,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_steps: int | None =
     accelerator.end_training()
     if accelerator.is_main_process:
         summary.update(step=progress.step, finished=progress.epoch >= cfg.optim.epochs,
-                       train_seconds=round(time.monotonic() - started, 1))
-        summary_path.write_text(json.dumps(summary, indent=2))
+                       train_seconds=round(seconds_before + time.monotonic() - started, 1))
+        write_summary()
         plot_curves(csv_log.read(), out / "curves.png")
     return summary
 
@@ -660,6 +668,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="save the state and stop after this many optimiser steps (resume later)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
     try:
         cfg = load_config(args.config)
         summary = train(cfg, resume=args.resume, stop_after_steps=args.stop_after_steps, show_progress=True)
