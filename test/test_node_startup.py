@@ -33,6 +33,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         ("relative", [], "the checkpoint has a relative (inverse-depth) head"),
         ("relative", ["output_scale:=2.0"], "parameter 'output_scale' must be in (0, 1] (got 2.0)"),
         ("relative", ["min_depth:=near"], "parameter 'min_depth' must be a finite number (got 'near')"),
+        ("relative", ["max_detph:=5.0"], "unknown parameter(s): max_detph"),
     ],
 )
 def test_bad_start_up_exits_with_one_clear_line(checkpoints, checkpoint, params, message):

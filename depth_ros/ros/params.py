@@ -213,9 +213,19 @@ def declare_and_load(node) -> NodeConfig:
         node: an ``rclpy.node.Node``; values come from its parameter overrides (``--ros-args -p``, params files).
 
     Raises:
-        ConfigError: as :meth:`NodeConfig.from_values`.
+        ConfigError: as :meth:`NodeConfig.from_values`; also for an override naming no parameter of the node (a
+            typo in a params file would otherwise be silently ignored by rclpy).
     """
     from rcl_interfaces.msg import ParameterDescriptor
+
+    # rclpy has no public accessor for the overrides it was given; rclpy itself declares use_sim_time and the
+    # qos_overrides.* / start_type_description_service parameters.
+    overrides = getattr(node, "_parameter_overrides", {})
+    unknown = sorted(name for name in overrides if name not in NodeConfig.defaults()
+                     and name not in ("use_sim_time", "start_type_description_service")
+                     and not name.startswith("qos_overrides."))
+    if unknown:
+        raise ConfigError(f"unknown parameter(s): {', '.join(unknown)} (see config/depth.yaml for the valid names)")
 
     values = {}
     for name, default in NodeConfig.defaults().items():
