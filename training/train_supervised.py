@@ -545,7 +545,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_steps: int | None =
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if resume and summary_path.is_file() else {}
     summary.update(train_frames=len(train_indices), val_frames=len(val_indices), total_steps=total_steps,
-                   checkpoint=str(out / BEST))
+                   checkpoint=str((out / BEST).resolve()))
     seconds_before = summary.get("train_seconds", 0.0)
 
     def write_summary():
