@@ -307,3 +307,15 @@ def test_target_cells_are_deduplicated_exactly(spread):
     cells = np.concatenate((cells, cells[:500]))
     assert {tuple(c) for c in _unique_cells(cells)} == {tuple(c) for c in cells}
     assert len(_unique_cells(cells)) == len(np.unique(cells, axis=0))
+
+
+def test_cropped_and_flipped_cameras_follow_the_pixels():
+    camera = PinholeCamera(fx=500.0, fy=510.0, cx=300.0, cy=200.0, width=640, height=480)
+    points = np.array([[0.3, -0.2, 2.0], [-0.5, 0.1, 3.0]])
+    uv, _ = camera.project(points)
+    uv_crop, _ = camera.cropped(100, 50, 320, 240).project(points)
+    np.testing.assert_allclose(uv_crop, uv - [100, 50])
+    # mirrored image: the mirrored point lands on the mirrored column, same row
+    uv_flip, _ = camera.flipped().project(points * [-1, 1, 1])
+    np.testing.assert_allclose(uv_flip, np.stack([639 - uv[:, 0], uv[:, 1]], axis=1))
+    assert camera.cropped(100, 50, 320, 240).width == 320 and camera.flipped().K[0, 0] == 500.0

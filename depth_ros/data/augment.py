@@ -12,7 +12,7 @@ same order, as an uninterrupted one, whatever the number of DataLoader workers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -79,16 +79,6 @@ def resize_frame(frame: RGBDFrame, input_size: int) -> tuple[np.ndarray, np.ndar
     return np.clip(rgb, 0, 1), depth, frame.camera.resized(width, height)
 
 
-def crop_camera(camera: PinholeCamera, left: int, top: int, width: int, height: int) -> PinholeCamera:
-    """The camera of the ``width`` x ``height`` window whose top-left pixel is (``left``, ``top``)."""
-    return replace(camera, cx=camera.cx - left, cy=camera.cy - top, width=width, height=height)
-
-
-def flip_camera(camera: PinholeCamera) -> PinholeCamera:
-    """The camera of the left-right mirrored image (pixel u -> width - 1 - u)."""
-    return replace(camera, cx=camera.width - 1 - camera.cx)
-
-
 class TrainTransform:
     """RGBDFrame -> network-ready training sample.
 
@@ -110,11 +100,11 @@ class TrainTransform:
         top = int(rng.integers(0, rgb.shape[0] - size + 1))
         left = int(rng.integers(0, rgb.shape[1] - size + 1))
         rgb, depth = rgb[top:top + size, left:left + size], depth[top:top + size, left:left + size]
-        camera = crop_camera(camera, left, top, size, size)
+        camera = camera.cropped(left, top, size, size)
         aug = self.augmentation
         if aug is not None:
             if aug.hflip and rng.random() < 0.5:
-                rgb, depth, camera = rgb[:, ::-1], depth[:, ::-1], flip_camera(camera)
+                rgb, depth, camera = rgb[:, ::-1], depth[:, ::-1], camera.flipped()
             rgb = color_jitter(np.ascontiguousarray(rgb), rng, aug)
         image = ((rgb - _MEAN) / _STD).transpose(2, 0, 1)
         return {

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -140,6 +140,14 @@ class PinholeCamera:
             width=width,
             height=height,
         )
+
+    def cropped(self, left: int, top: int, width: int, height: int) -> PinholeCamera:
+        """The camera of the ``width`` x ``height`` window whose top-left pixel is (``left``, ``top``)."""
+        return replace(self, cx=self.cx - left, cy=self.cy - top, width=width, height=height)
+
+    def flipped(self) -> PinholeCamera:
+        """The camera of the left-right mirrored image (pixel column u -> width - 1 - u)."""
+        return replace(self, cx=self.width - 1 - self.cx)
 
     @property
     def K(self) -> np.ndarray:
