@@ -30,6 +30,9 @@ def pytest_configure(config):
     os.environ["ROS_DOMAIN_ID"] = str(_unique_domain_id())
     use_shipped_fastdds_profile()  # large best-effort images between processes (see config/fastdds_profile.xml)
     os.environ["HF_HUB_OFFLINE"] = "1"
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        # One compute thread per worker (and per node process it starts): n workers on n cores, no oversubscription.
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")
