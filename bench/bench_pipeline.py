@@ -148,7 +148,7 @@ def main() -> None:
         pipeline = DepthPipeline.from_config(config)
         estimator = pipeline.estimator
         load = os.getloadavg()
-        print(f"vits metric, input {config.input_size} px -> network {estimator.network_size(480, 640)}, "
+        print(f"vits metric, input {estimator.input_size} px -> network {estimator.network_size(480, 640)}, "
               f"{config.precision} on {estimator.device}, torch {torch.__version__} with {torch.get_num_threads()} "
               f"threads; 640x480 rgb8; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} "
               "CPUs")

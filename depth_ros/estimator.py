@@ -92,7 +92,7 @@ class DepthEstimator:
     @classmethod
     def from_checkpoint(cls, path_or_id: str | os.PathLike, encoder: str | None = None,
                         max_depth: float | None = None, device: str = "auto", precision: str = "fp32",
-                        input_size: int = OFFICIAL_INPUT_SIZE, focal_correction: bool = True,
+                        input_size: int | None = None, focal_correction: bool = True,
                         compile: bool = False) -> DepthEstimator:
         """Build an estimator from a checkpoint file, an official model id, or a transformers folder / hub id.
 
@@ -103,7 +103,8 @@ class DepthEstimator:
             max_depth: override of the metric head's range in metres.
             device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
             precision: ``fp32``, ``fp16`` or ``bf16``.
-            input_size: short-side network input in pixels, multiple of 14.
+            input_size: short-side network input in pixels, multiple of 14; None: the size the checkpoint was
+                trained at (its metadata; 518 for the official models).
             focal_correction: rescale metric depth by the focal-length ratio when ``fx`` is given.
             compile: wrap the model in ``torch.compile``.
 
@@ -115,7 +116,7 @@ class DepthEstimator:
             model, metadata = build_transformers_model(path_or_id)
         else:
             model, metadata = build_model(path_or_id, encoder=encoder, max_depth=max_depth)
-        return cls(model, metadata, device=device, precision=precision, input_size=input_size,
+        return cls(model, metadata, device=device, precision=precision, input_size=input_size or metadata.input_size,
                    focal_correction=focal_correction, compile=compile)
 
     @property

@@ -153,8 +153,8 @@ class DepthPipeline:
         if estimator is None:
             estimator = DepthEstimator.from_checkpoint(
                 config.checkpoint, encoder=config.encoder or None, max_depth=config.model_max_depth or None,
-                device=config.device, precision=config.precision, input_size=config.input_size,
-                focal_correction=config.focal_correction)
+                device=config.device, precision=config.precision, input_size=config.input_size or None,
+                focal_correction=config.focal_correction, compile=config.torch_compile)
         spec = GridSpec(
             resolution=config.grid_resolution,
             width=max(1, round(config.grid_size_x / config.grid_resolution)),

@@ -219,3 +219,9 @@ def test_infer_cli_fails_with_one_readable_line(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"infer: error: {tmp_path / 'missing.pth'}: no such checkpoint file")
+
+
+def test_input_size_defaults_to_the_checkpoints_training_size(metric_checkpoint, rgb):
+    estimator = DepthEstimator.from_checkpoint(metric_checkpoint, device="cpu")
+    assert estimator.input_size == SMALL_INPUT  # recorded in the checkpoint's metadata
+    assert DepthEstimator.from_checkpoint(metric_checkpoint, device="cpu", input_size=140).input_size == 140

@@ -141,3 +141,17 @@ def test_from_config_maps_the_node_parameters(estimator):
     assert pipeline.grid_options == GridOptions(GridSpec(0.1, 80, 60, -1.0, -3.0), 0.1, 1.0, 3.0)
     defaults = DepthPipeline.from_config(NodeConfig(), estimator)
     assert defaults.cloud_options == CloudOptions() and defaults.grid_options.spec == SPEC
+
+
+def test_from_config_builds_the_estimator_from_the_model_parameters(tmp_path):
+    from depth_ros.checkpoints import save_checkpoint
+    from depth_ros.models import DepthAnythingV2
+
+    path = save_checkpoint(tmp_path / "m.pth", DepthAnythingV2("vits"), CheckpointMetadata("vits", "metric", 8.0, 84))
+    config = NodeConfig.from_values({"checkpoint": str(path), "device": "cpu", "precision": "bf16",
+                                     "torch_compile": True, "focal_correction": False, "model_max_depth": 6.0})
+    estimator = DepthPipeline.from_config(config).estimator
+    assert (estimator.input_size, estimator.precision, estimator.focal_correction) == (84, "bf16", False)
+    assert estimator.model.max_depth == 6.0 and estimator._forward_module is not estimator.model  # compiled
+    explicit = DepthPipeline.from_config(NodeConfig.from_values({"checkpoint": str(path), "input_size": 140}))
+    assert explicit.estimator.input_size == 140

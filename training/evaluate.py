@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_ros.checkpoints import OFFICIAL_INPUT_SIZE
 from depth_ros.data import open_rgbd, parse_frame_range
 from depth_ros.estimator import DepthEstimator
 from depth_ros.metrics import (
@@ -69,13 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_estimator(args: argparse.Namespace) -> DepthEstimator:
     """The estimator at ``--input-size`` or, by default, at the checkpoint's own training input size."""
-    options = dict(device=args.device, precision=args.precision, focal_correction=not args.no_focal_correction)
-    estimator = DepthEstimator.from_checkpoint(args.checkpoint, input_size=args.input_size or OFFICIAL_INPUT_SIZE,
-                                               **options)
-    if args.input_size is None and estimator.metadata.input_size != estimator.input_size:
-        estimator = DepthEstimator(estimator.model, estimator.metadata, input_size=estimator.metadata.input_size,
-                                   **options)
-    return estimator
+    return DepthEstimator.from_checkpoint(args.checkpoint, input_size=args.input_size, device=args.device,
+                                          precision=args.precision, focal_correction=not args.no_focal_correction)
 
 
 def save_figure(samples: list, path: Path, max_depth: float) -> None:

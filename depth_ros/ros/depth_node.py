@@ -138,7 +138,7 @@ class DepthNode(Node):
         metadata = self.pipeline.estimator.metadata
         self.get_logger().info(
             f"ready: {metadata.encoder} {metadata.head} model (max {metadata.max_depth} m) on "
-            f"{self.pipeline.estimator.device}, input {config.input_size} px; reading "
+            f"{self.pipeline.estimator.device}, input {self.pipeline.estimator.input_size} px; reading "
             f"{self.resolve_topic_name('image/compressed' if config.use_compressed else 'image')}")
 
     # --- logging ----------------------------------------------------------------------------------------------

@@ -446,7 +446,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bag", type=Path, help="play this bag's images + CameraInfo instead of the built-in input")
     parser.add_argument("--checkpoint", default="da2-metric-indoor-small",
                         help="metric checkpoint file or model id (default: %(default)s)")
-    parser.add_argument("--input-size", type=int, default=518, help="network short side in px, multiple of 14")
+    parser.add_argument("--input-size", type=int, default=0,
+                        help="network short side in px, multiple of 14 (default 0: the checkpoint's training size)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--params", type=Path, help="depth_node parameters file (the demo's options override it)")
