@@ -225,3 +225,14 @@ def test_input_size_defaults_to_the_checkpoints_training_size(metric_checkpoint,
     estimator = DepthEstimator.from_checkpoint(metric_checkpoint, device="cpu")
     assert estimator.input_size == SMALL_INPUT  # recorded in the checkpoint's metadata
     assert DepthEstimator.from_checkpoint(metric_checkpoint, device="cpu", input_size=140).input_size == 140
+
+
+def test_transformers_hub_id_offline_and_uncached_is_one_clear_error(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    from depth_ros.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match="depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf: cannot load "
+                                              "transformers depth model") as info:
+        DepthEstimator.from_checkpoint("depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf", device="cpu")
+    assert "\n" not in str(info.value)
