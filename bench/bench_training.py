@@ -12,7 +12,6 @@ ratio to the plain fp32 loop measured in this run.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
@@ -20,6 +19,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+
+from depth_ros import supervised as trainer
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {  # name: (autocast dtype, channels_last)
@@ -30,21 +31,12 @@ VARIANTS = {  # name: (autocast dtype, channels_last)
 }
 
 
-def load_trainer():
-    spec = importlib.util.spec_from_file_location("train_supervised", REPO / "training" / "train_supervised.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_supervised"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(REPO / "config" / "train_7scenes.yaml"))
     parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     parser.add_argument("--steps", type=int, default=3, help="training steps per variant and round")
     args = parser.parse_args()
-    trainer = load_trainer()
     cfg = trainer.load_config(args.config)
     size, batch_size = cfg.data.input_size, cfg.optim.batch_size
     torch.manual_seed(0)

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from depth_ros import supervised as train_supervised
 from depth_ros.checkpoints import CheckpointMetadata, load_checkpoint, network_focal, save_checkpoint
 from depth_ros.data import open_rgbd
 from depth_ros.estimator import DepthEstimator
@@ -31,7 +32,6 @@ def _script(name: str):
     return module
 
 
-train_supervised = _script("train_supervised")
 evaluate = _script("evaluate")
 
 
