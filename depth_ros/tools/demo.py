@@ -402,8 +402,9 @@ def run_demo(args: argparse.Namespace) -> dict:
         count = args.frames or 10
         frames, description = (motorcycle for _ in range(count)), "Middlebury 2014 Motorcycle (scikit-image)"
     args.out.mkdir(parents=True, exist_ok=True)
-    log.info("starting depth_node (%s, input %d px) on ROS_DOMAIN_ID %s; playing %d frames of %s at %.1f Hz",
-             args.checkpoint, args.input_size, os.environ["ROS_DOMAIN_ID"], count, description, args.rate)
+    log.info("starting depth_node (%s, input %s) on ROS_DOMAIN_ID %s; playing %d frames of %s at %.1f Hz",
+             args.checkpoint, f"{args.input_size} px" if args.input_size else "size of the checkpoint",
+             os.environ["ROS_DOMAIN_ID"], count, description, args.rate)
     node = NodeProcess(node_params, args.out / "node.log", args.params)
     peer = None
     try:
