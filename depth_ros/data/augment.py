@@ -20,7 +20,7 @@ import torch
 
 from depth_ros.checkpoints import network_size
 from depth_ros.data.frames import RGBDFrame, RGBDSequence
-from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD
+from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD, resize_to_network
 from depth_ros.geometry.camera import PinholeCamera
 
 _MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float32)
@@ -73,8 +73,8 @@ def color_jitter(rgb: np.ndarray, rng: np.random.Generator, aug: Augmentation) -
 
 def resize_frame(frame: RGBDFrame, input_size: int) -> tuple[np.ndarray, np.ndarray, PinholeCamera]:
     """Colour (bicubic, float32 [0, 1]) and depth (nearest, NaN kept) at network size, and the matching camera."""
-    height, width = network_size(*frame.rgb.shape[:2], input_size)
-    rgb = cv2.resize(frame.rgb.astype(np.float32) * (1.0 / 255.0), (width, height), interpolation=cv2.INTER_CUBIC)
+    rgb = resize_to_network(frame.rgb, input_size)
+    height, width = rgb.shape[:2]
     depth = cv2.resize(frame.depth, (width, height), interpolation=cv2.INTER_NEAREST)
     return np.clip(rgb, 0, 1), depth, frame.camera.resized(width, height)
 
