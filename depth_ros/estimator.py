@@ -167,24 +167,35 @@ class DepthEstimator:
             out = self._forward_module(batch)
         return out.float()
 
-    def focal_scale(self, fx: float | None, width: int, height: int) -> float:
-        """Factor applied to metric output for a camera with ``fx`` px at ``width`` x ``height`` (1.0 if none)."""
+    def focal_scale(self, fx: float | None, width: int, network_width: int) -> float:
+        """Factor applied to metric output: ``fx at network input / training focal at network input``.
+
+        Args:
+            fx: horizontal focal length in pixels for an image ``width`` px wide, or None (factor 1).
+            width: image width in pixels.
+            network_width: width of the network input the image was resized to.
+
+        Raises:
+            ValueError: ``fx`` not a finite positive number.
+        """
         train_focal = self.metadata.train_focal_px
         if fx is None or not self.is_metric or not self.focal_correction or train_focal is None:
             return 1.0
         if not (np.isfinite(fx) and fx > 0):
             raise ValueError(f"focal length fx must be a finite positive number of pixels, got {fx}")
-        return float(fx * self.network_size(height, width)[1] / width / train_focal)
+        return float(fx * network_width / width / train_focal)
 
     @torch.inference_mode()
     def postprocess(self, raw: torch.Tensor, size: tuple[int, int], fx: float | None = None) -> np.ndarray:
-        """(1,h,w) network output -> HxW float32 numpy at ``size = (H, W)``, focal-corrected when ``fx`` is given."""
+        """(1,h,w) network output -> HxW float32 numpy at ``size = (H, W)``, focal-corrected when ``fx`` is given.
+
+        ``fx`` is in pixels at ``size``; the correction uses the network input width ``w`` actually run.
+        """
         height, width = size
-        depth = F.interpolate(raw[:, None], (height, width), mode="bilinear", align_corners=True)[0, 0]
-        scale = self.focal_scale(fx, width, height)
+        scale = self.focal_scale(fx, width, raw.shape[-1])
         if scale != 1.0:
-            depth = depth * scale
-        return depth.cpu().numpy()
+            raw = raw * scale  # linear, so scaling before the (linear) upsampling is the same and cheaper
+        return F.interpolate(raw[:, None], (height, width), mode="bilinear", align_corners=True)[0, 0].cpu().numpy()
 
     def infer(self, rgb: np.ndarray, fx: float | None = None) -> np.ndarray:
         """Depth for one image.
