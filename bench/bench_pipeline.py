@@ -38,7 +38,7 @@ def benchmark_stages(pipeline, frame, config, runs: int, warmup: int) -> dict[st
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    from depth_ros.pipeline import pose_matrix
+    from depth_ros.geometry.transform import pose_matrix
     from depth_ros.ros.conversions import image_to_rgb, rgb_to_image_msg
     from depth_ros.ros.outputs import output_messages
 

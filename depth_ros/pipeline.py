@@ -24,7 +24,7 @@ from depth_ros.estimator import DepthEstimator
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.occupancy import GridSpec, occupancy_grid
 from depth_ros.geometry.pointcloud import build_cloud
-from depth_ros.geometry.transform import transform_matrix, transform_points
+from depth_ros.geometry.transform import transform_points
 
 
 @dataclass(frozen=True)
@@ -81,23 +81,6 @@ class PipelineOutput:
     cloud: np.ndarray | None = None
     grid: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def pose_matrix(xyz_rpy) -> np.ndarray:
-    """4x4 float64 rigid transform from [x, y, z] metres and [roll, pitch, yaw] radians.
-
-    Roll, pitch and yaw rotate about the fixed x, y and z axes in that order (R = Rz(yaw) Ry(pitch) Rx(roll)), the
-    convention of tf2's static_transform_publisher and URDF ``rpy``.
-
-    Raises:
-        ValueError: when not 6 finite numbers.
-    """
-    from scipy.spatial.transform import Rotation
-
-    values = np.asarray(xyz_rpy, dtype=np.float64)
-    if values.shape != (6,) or not np.isfinite(values).all():
-        raise ValueError(f"pose must be 6 finite numbers [x, y, z, roll, pitch, yaw], got {values.tolist()}")
-    return transform_matrix(values[:3], Rotation.from_euler("xyz", values[3:]).as_quat())
 
 
 def check_camera_matches(camera: PinholeCamera, height: int, width: int) -> None:

@@ -13,7 +13,7 @@ from std_msgs.msg import Header
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.occupancy import GridSpec
 from depth_ros.geometry.pointcloud import build_cloud, pack_rgb
-from depth_ros.geometry.transform import transform_matrix
+from depth_ros.geometry.transform import pose_msg_to_matrix, transform_matrix
 from depth_ros.ros.conversions import (
     camera_info_msg,
     cloud_msg_to_array,
@@ -24,7 +24,6 @@ from depth_ros.ros.conversions import (
     image_to_rgb,
     points_to_cloud_msg,
     rgb_to_image_msg,
-    transform_msg_to_matrix,
 )
 
 TUM = PinholeCamera(fx=535.4, fy=539.2, cx=320.1, cy=247.6, width=640, height=480)
@@ -239,8 +238,8 @@ def test_transform_message_to_matrix():
     msg.transform.rotation.x, msg.transform.rotation.y = -0.5, 0.5
     msg.transform.rotation.z, msg.transform.rotation.w = -0.5, 0.5
     expected = transform_matrix((0.2, 0.0, 0.5), (-0.5, 0.5, -0.5, 0.5))
-    np.testing.assert_array_equal(transform_msg_to_matrix(msg), expected)
-    np.testing.assert_array_equal(transform_msg_to_matrix(msg.transform), expected)
+    np.testing.assert_array_equal(pose_msg_to_matrix(msg), expected)
+    np.testing.assert_array_equal(pose_msg_to_matrix(msg.transform), expected)
 
 
 def test_pack_rgb_matches_message_bytes_for_a_known_colour():

@@ -10,12 +10,12 @@ import torch
 from depth_ros.checkpoints import network_size
 from depth_ros.data import RGBDFrame, Split, open_rgbd, parse_frame_range
 from depth_ros.data.augment import Augmentation, EpochShuffleSampler, TrainingFrames, TrainTransform
-from depth_ros.data.frames import match_stamps
 from depth_ros.data.nyu import NyuH5
 from depth_ros.data.rosbag import RosbagRGBD
 from depth_ros.data.tum import TumRGBD
 from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD
 from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.stamps import match_stamps
 
 SEVEN_SCENES = "7scenes_redkitchen"
 BAG = "7scenes_redkitchen_20f_bag"

@@ -26,10 +26,9 @@ from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.occupancy import OCCUPIED, GridSpec
 from depth_ros.geometry.pointcloud import unpack_rgb
-from depth_ros.geometry.transform import transform_points
+from depth_ros.geometry.transform import pose_matrix, transform_points
 from depth_ros.metrics import evaluate_depth
 from depth_ros.models import DepthAnythingV2
-from depth_ros.pipeline import pose_matrix
 from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array
 from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE
 

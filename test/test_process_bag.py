@@ -10,8 +10,9 @@ from rosbags.highlevel import AnyReader
 
 from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
 from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.geometry.transform import pose_matrix
 from depth_ros.models import DepthAnythingV2
-from depth_ros.pipeline import DepthPipeline, pose_matrix
+from depth_ros.pipeline import DepthPipeline
 from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array, image_to_rgb
 from depth_ros.ros.params import NodeConfig
 from depth_ros.tools.process_bag import main, process_bag

@@ -1,4 +1,4 @@
-"""Common pieces of the RGB-D datasets: the frame record, the sequence base class, stamp matching and splits."""
+"""Common pieces of the RGB-D datasets: the frame record, the sequence base class, image readers and splits."""
 
 from __future__ import annotations
 
@@ -86,28 +86,6 @@ def read_depth_png(path, depth_scale: float) -> np.ndarray:
     depth = raw.astype(np.float32) / np.float32(depth_scale)
     depth[(raw == 0) | (raw == np.iinfo(np.uint16).max)] = np.nan
     return depth
-
-
-def match_stamps(reference: np.ndarray, other: np.ndarray, max_dt: float) -> list[tuple[int, int]]:
-    """Pair every reference stamp with the nearest ``other`` stamp no more than ``max_dt`` seconds away.
-
-    Args:
-        reference: (N,) stamps in seconds (e.g. colour images).
-        other: (M,) stamps in seconds, sorted (e.g. depth images).
-        max_dt: tolerance in seconds.
-
-    Returns:
-        ``(i, j)`` index pairs in reference order; reference stamps without a partner are left out.
-    """
-    pairs = []
-    for i, t in enumerate(reference):
-        pos = int(np.searchsorted(other, t))
-        candidates = [k for k in (pos - 1, pos) if 0 <= k < len(other)]
-        if candidates:
-            j = min(candidates, key=lambda k: abs(other[k] - t))
-            if abs(other[j] - t) <= max_dt:
-                pairs.append((i, j))
-    return pairs
 
 
 def parse_frame_range(text: str, count: int) -> range:

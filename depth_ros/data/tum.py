@@ -15,8 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from depth_ros.data.frames import RGBDFrame, RGBDSequence, match_stamps, read_depth_png, read_rgb
+from depth_ros.data.frames import RGBDFrame, RGBDSequence, read_depth_png, read_rgb
 from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.stamps import match_stamps
 
 log = logging.getLogger(__name__)
 

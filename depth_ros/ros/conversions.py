@@ -25,7 +25,6 @@ import numpy as np
 
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.occupancy import GridSpec
-from depth_ros.geometry.transform import transform_matrix
 
 # encoding -> (channels, cv2 conversion to RGB or None when the data already is RGB)
 _COLOR_ENCODINGS = {
@@ -326,10 +325,3 @@ def grid_to_msg(grid: np.ndarray, spec: GridSpec, header):
     msg.info.origin.position.y = float(spec.origin_y)
     msg.info.origin.orientation.w = 1.0
     return msg
-
-
-def transform_msg_to_matrix(msg) -> np.ndarray:
-    """4x4 float64 homogeneous matrix of a geometry_msgs/Transform or TransformStamped (e.g. a tf2 lookup)."""
-    transform = getattr(msg, "transform", msg)
-    t, q = transform.translation, transform.rotation
-    return transform_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))

@@ -34,14 +34,14 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.geometry.transform import pose_matrix, pose_msg_to_matrix
 from depth_ros.metrics import evaluate_depth
-from depth_ros.pipeline import DepthPipeline, check_camera_matches, pose_matrix
+from depth_ros.pipeline import DepthPipeline, check_camera_matches
 from depth_ros.ros.conversions import (
     compressed_to_rgb,
     depth_image_to_array,
     image_to_rgb,
     stamp_ns,
-    transform_msg_to_matrix,
 )
 from depth_ros.ros.dds import use_shipped_fastdds_profile
 from depth_ros.ros.diagnostics import NodeStats
@@ -300,7 +300,7 @@ class DepthNode(Node):
             self._throttled_warning("tf", f"no transform {self.config.grid_frame} <- {header.frame_id}: {error}; "
                                           "occupancy skipped")
             return None
-        return transform_msg_to_matrix(transform)
+        return pose_msg_to_matrix(transform)
 
     def _evaluate(self, header, prediction: np.ndarray) -> None:
         """Add this frame's AbsRel / RMSE / delta1 against the reference depth of (nearly) the same stamp."""

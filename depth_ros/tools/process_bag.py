@@ -271,7 +271,8 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from depth_ros.pipeline import DepthPipeline, pose_matrix
+    from depth_ros.geometry.transform import pose_matrix
+    from depth_ros.pipeline import DepthPipeline
     from depth_ros.ros.outputs import OUTPUT_TOPICS, output_messages
 
     output_bag = Path(output_bag)
