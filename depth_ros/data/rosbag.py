@@ -17,8 +17,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from depth_ros.data.frames import RGBDFrame, RGBDSequence
 from depth_ros.geometry.camera import PinholeCamera
-from depth_ros.stamps import match_stamps
 from depth_ros.ros.conversions import compressed_to_rgb, depth_image_to_array, image_to_rgb, stamp_ns
+from depth_ros.stamps import match_stamps
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,8 @@ and :class:`PoseTrajectory` (interpolation at image stamps: linear translation, 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
@@ -211,6 +213,7 @@ class PoseTrajectory:
         self.stamps, self.matrices = stamps, matrices
         self.parent, self.child = parent, child
         self.tolerance, self.max_gap = float(tolerance), max_gap
+        self.offset = np.eye(4)  # right factor of :meth:`attached` frames
         self._rotations = Rotation.from_matrix(matrices[:, :3, :3])
         self._slerp = Slerp(stamps, self._rotations) if len(stamps) > 1 else None
 
@@ -262,15 +265,18 @@ class PoseTrajectory:
             out[:, :3, :3] = self._slerp(clamped).as_matrix()
             for axis in range(3):
                 out[:, axis, 3] = np.interp(clamped, self.stamps, self.matrices[:, axis, 3])
+        out = out @ self.offset
         return out[0] if scalar else out
 
     def attached(self, frame_from_attached: np.ndarray, child: str | None = None) -> PoseTrajectory:
         """The trajectory of a frame rigidly attached to this one: ``T_parent_attached(t) = T_parent_frame(t) @
         T_frame_attached`` (e.g. odometry of ``base_link`` and the static ``base_link -> camera_optical_frame``
-        extrinsic give the camera's trajectory in ``odom``)."""
-        matrices = self.matrices @ np.asarray(frame_from_attached, dtype=np.float64)
-        return PoseTrajectory(self.stamps, matrices, self.parent, child or f"{self.child}+offset", self.tolerance,
-                              self.max_gap)
+        extrinsic give the camera's trajectory in ``odom``). The offset is applied after interpolation, so the
+        attached frame moves with the rigid body between samples."""
+        attached = copy.copy(self)
+        attached.offset = self.offset @ np.asarray(frame_from_attached, dtype=np.float64)
+        attached.child = child or f"{self.child}+offset"
+        return attached
 
     @classmethod
     def from_messages(cls, messages, **kwargs) -> PoseTrajectory:
