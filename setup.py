@@ -45,7 +45,7 @@ setup(
     extras_require={
         "ros": ROS_WHEELS,
         "hf": ["transformers"],
-        "train": ["accelerate", "tensorboard", "h5py", "transformers"],
+        "train": ["accelerate", "tensorboard", "h5py", "transformers", "peft"],
         "dev": ["pytest", "pytest-xdist", "ruff", "scikit-image", "transformers", "h5py"],
     },
     zip_safe=True,

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Training throughput (images/s) at the configured input size: optimised loops against a plain fp32 loop.
+"""Training throughput (images/s): both objectives, optimised loops against a plain fp32 loop, in one run.
 
-Every variant runs the trainer's own step (``training_loss``: forward, SiLog on valid pixels; backward; gradient
-clipping; AdamW with the encoder/head groups) on the same random batches, in interleaved rounds so that load from
-other processes affects all variants alike; the median round counts. Printed: images/s of each variant and its
-ratio to the plain fp32 loop measured in this run.
+Every variant runs the trainers' own step (``objective.loss``: forward and loss; backward; gradient clipping; AdamW
+with the encoder/head groups) on the same random batches at the configured input size, in interleaved rounds so
+that load from other processes affects all variants alike; the median round counts. Objectives: ``silog`` (square
+crops with depth labels, the supervised trainer) and ``photometric`` (whole network-size images with two source
+frames and their poses, the self-supervised trainer). Printed: images/s of each variant and its ratio to the plain
+fp32 supervised loop measured in this run.
 
     python bench/bench_training.py [--config config/train_7scenes.yaml] [--rounds 5] [--steps 3]
 """
@@ -17,18 +19,53 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-from depth_ros import supervised as trainer
+from depth_ros.checkpoints import network_size
+from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.geometry.transform import pose_matrix
+from depth_ros.learning.config import SelfSupervisedConfig, load_config
+from depth_ros.learning.objectives import PhotometricObjective, SupervisedObjective
+from depth_ros.learning.trainable import build_optimizer, build_training_model, prepare_trainable
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = {  # name: (autocast dtype, channels_last)
-    "plain fp32": (None, False),
-    "channels_last": (None, True),
-    "bf16 autocast": (torch.bfloat16, False),
-    "bf16 autocast + channels_last": (torch.bfloat16, True),
+VARIANTS = {  # name: (objective, autocast dtype, channels_last)
+    "silog plain fp32": ("silog", None, False),
+    "silog channels_last": ("silog", None, True),
+    "silog bf16 autocast": ("silog", torch.bfloat16, False),
+    "silog bf16 + channels_last": ("silog", torch.bfloat16, True),
+    "photometric plain fp32": ("photometric", None, False),
+    "photometric bf16 autocast": ("photometric", torch.bfloat16, False),
 }
+
+
+def _batches(cfg, steps: int) -> dict[str, list[dict]]:
+    size, batch = cfg.data.input_size, cfg.optim.batch_size
+    height, width = network_size(480, 640, size)
+    moves = torch.stack([torch.from_numpy(pose_matrix([x, 0, 0, 0, 0.02, 0])).float() for x in (-0.03, 0.03)])
+    return {
+        "silog": [{"image": torch.randn(batch, 3, size, size), "depth": torch.rand(batch, size, size) * 2.5 + 0.8}
+                  for _ in range(steps)],
+        "photometric": [{"image": torch.randn(batch, 3, height, width), "target": torch.rand(batch, 3, height, width),
+                         "sources": torch.rand(batch, 2, 3, height, width),
+                         "target_to_sources": moves.expand(batch, 2, 4, 4), "depth": torch.full((batch, height, width),
+                                                                                               float("nan"))}
+                        for _ in range(steps)],
+    }
+
+
+def _objectives(cfg) -> dict:
+    """The trainers' objectives without a dataset behind them (only ``loss`` is used)."""
+    size = cfg.data.input_size
+    height, width = network_size(480, 640, size)
+    silog = SupervisedObjective.__new__(SupervisedObjective)
+    silog.cfg = cfg
+    photometric = PhotometricObjective.__new__(PhotometricObjective)
+    photometric.cfg = SimpleNamespace(self_supervised=SelfSupervisedConfig(), data=cfg.data, max_depth=cfg.max_depth)
+    photometric.dataset = SimpleNamespace(camera=PinholeCamera(585, 585, 320, 240, 640, 480).resized(width, height))
+    return {"silog": silog, "photometric": photometric}
 
 
 def main() -> int:
@@ -37,25 +74,24 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     parser.add_argument("--steps", type=int, default=3, help="training steps per variant and round")
     args = parser.parse_args()
-    cfg = trainer.load_config(args.config)
-    size, batch_size = cfg.data.input_size, cfg.optim.batch_size
+    cfg = load_config(args.config)
     torch.manual_seed(0)
-    batches = [{"image": torch.randn(batch_size, 3, size, size),
-                "depth": torch.rand(batch_size, size, size) * 2.5 + 0.8} for _ in range(args.steps)]
+    batches, objectives = _batches(cfg, args.steps), _objectives(cfg)
 
     runs = {}
-    for name, (dtype, channels_last) in VARIANTS.items():
+    for name, (objective, dtype, channels_last) in VARIANTS.items():
         torch.manual_seed(0)
-        model = trainer.build_training_model(cfg.model).train()
+        model = build_training_model(cfg.model).train()
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        runs[name] = (model, trainer.build_optimizer(model, cfg.optim), dtype, channels_last)
+        model, groups = prepare_trainable(model, cfg.optim)
+        runs[name] = (objective, model, build_optimizer(groups, cfg.optim), dtype, channels_last)
 
     def step(name: str) -> None:
-        model, optimizer, dtype, channels_last = runs[name]
-        for batch in batches:
+        objective, model, optimizer, dtype, channels_last = runs[name]
+        for batch in batches[objective]:
             with torch.autocast("cpu", dtype=dtype) if dtype else nullcontext():
-                loss = trainer.training_loss(model, batch, cfg.data.min_depth, cfg.max_depth, channels_last)
+                loss, _ = objectives[objective].loss(model, batch, channels_last)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm or float("inf"))
             optimizer.step()
@@ -68,14 +104,18 @@ def main() -> int:
         for name in runs:
             start = time.perf_counter()
             step(name)
-            rates[name].append(args.steps * batch_size / (time.perf_counter() - start))
+            rates[name].append(args.steps * cfg.optim.batch_size / (time.perf_counter() - start))
 
-    print(f"training throughput, {cfg.model.encoder} at {size}x{size} px, batch {batch_size}, "
+    size = cfg.data.input_size
+    print(f"training throughput, {cfg.model.encoder}, silog at {size}x{size} px crops, photometric at "
+          f"{'x'.join(map(str, network_size(480, 640, size)))} px with 2 sources, batch {cfg.optim.batch_size}, "
           f"{torch.get_num_threads()} threads, median of {args.rounds} rounds x {args.steps} steps")
-    base = statistics.median(rates["plain fp32"])
+    base = statistics.median(rates["silog plain fp32"])
+    photometric_base = statistics.median(rates["photometric plain fp32"])
     for name, values in rates.items():
         rate = statistics.median(values)
-        print(f"  {name:<32} {rate:7.2f} img/s   x{rate / base:.2f} vs plain fp32")
+        own = f"   x{rate / photometric_base:.2f} vs photometric plain fp32" if name.startswith("photometric") else ""
+        print(f"  {name:<28} {rate:7.2f} img/s   x{rate / base:.2f} vs silog plain fp32{own}")
     return 0
 
 

@@ -15,10 +15,12 @@ import pytest
 import torch
 import yaml
 
-from depth_ros import supervised as train_supervised
 from depth_ros.checkpoints import CheckpointMetadata, load_checkpoint, network_focal, save_checkpoint
 from depth_ros.data import open_rgbd
 from depth_ros.estimator import DepthEstimator
+from depth_ros.learning import config as training_config
+from depth_ros.learning import engine, objectives, trainable
+from depth_ros.learning.cli import main as trainer_main
 from depth_ros.models import DepthAnythingV2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +51,7 @@ def tiny_config(data_path: Path, out: Path, **sections) -> dict:
 
 
 def train(config: dict, **kwargs) -> dict:
-    return train_supervised.train(train_supervised.config_from_dict(config), **kwargs)
+    return engine.train(training_config.config_from_dict(config), **kwargs)
 
 
 def losses(out: Path) -> dict[int, float]:
@@ -75,29 +77,29 @@ def finished_run(kitchen, tmp_path_factory):
 
 def test_config_reports_unknown_and_missing_keys_and_bad_values(tmp_path):
     config = tiny_config(tmp_path, tmp_path)
-    assert train_supervised.config_from_dict(config).optim.lr == 1e-4  # YAML reads 1e-4 as a string
+    assert training_config.config_from_dict(config).optim.lr == 1e-4  # YAML reads 1e-4 as a string
     bad = tiny_config(tmp_path, tmp_path, optim={"lrr": 1.0})
-    with pytest.raises(train_supervised.ConfigError, match=r"config.optim: unknown key 'lrr' \(known: epochs"):
-        train_supervised.config_from_dict(bad)
-    with pytest.raises(train_supervised.ConfigError, match="config.run: missing key 'output_dir'"):
-        train_supervised.config_from_dict(tiny_config(tmp_path, tmp_path) | {"run": {}})
-    with pytest.raises(train_supervised.ConfigError, match="config.optim.epochs: expected int, got 'ten'"):
-        train_supervised.config_from_dict(tiny_config(tmp_path, tmp_path, optim={"epochs": "ten"}))
-    with pytest.raises(train_supervised.ConfigError, match="data.input_size must be a positive multiple of 14"):
-        train_supervised.config_from_dict(tiny_config(tmp_path, tmp_path, data={"input_size": 50}))
-    with pytest.raises(train_supervised.ConfigError, match="model.checkpoint: required for init encoder"):
-        train_supervised.config_from_dict(tiny_config(tmp_path, tmp_path, model={"init": "encoder"}))
-    with pytest.raises(train_supervised.ConfigError, match=r"config.data.split: unknown key 'val'"):
-        train_supervised.config_from_dict(tiny_config(tmp_path, tmp_path, data={"split": {"val": "1:2"}}))
+    with pytest.raises(training_config.ConfigError, match=r"config.optim: unknown key 'lrr' \(known: epochs"):
+        training_config.config_from_dict(bad)
+    with pytest.raises(training_config.ConfigError, match="config.run: missing key 'output_dir'"):
+        training_config.config_from_dict(tiny_config(tmp_path, tmp_path) | {"run": {}})
+    with pytest.raises(training_config.ConfigError, match="config.optim.epochs: expected int, got 'ten'"):
+        training_config.config_from_dict(tiny_config(tmp_path, tmp_path, optim={"epochs": "ten"}))
+    with pytest.raises(training_config.ConfigError, match="data.input_size must be a positive multiple of 14"):
+        training_config.config_from_dict(tiny_config(tmp_path, tmp_path, data={"input_size": 50}))
+    with pytest.raises(training_config.ConfigError, match="model.checkpoint: required for init encoder"):
+        training_config.config_from_dict(tiny_config(tmp_path, tmp_path, model={"init": "encoder"}))
+    with pytest.raises(training_config.ConfigError, match=r"config.data.split: unknown key 'val'"):
+        training_config.config_from_dict(tiny_config(tmp_path, tmp_path, data={"split": {"val": "1:2"}}))
 
 
 def test_cli_exits_with_one_readable_line_on_bad_input(tmp_path, capsys, kitchen):
-    assert train_supervised.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert trainer_main(["--config", str(tmp_path / "missing.yaml")], "silog", "train_supervised") == 1
     err = capsys.readouterr().err.strip()
     assert err == f"train_supervised: error: {tmp_path / 'missing.yaml'}: no such config file"
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(tiny_config(tmp_path, tmp_path, run={"mixed_precision": "fp8"})))
-    assert train_supervised.main(["--config", str(path)]) == 2
+    assert trainer_main(["--config", str(path)], "silog", "train_supervised") == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         "train_supervised: error: run.mixed_precision: 'fp8' is not one of no, fp16, bf16"]
     assert evaluate.main(["--checkpoint", str(tmp_path / "none.pth"), "--data", str(tmp_path), "--out",
@@ -113,9 +115,9 @@ def test_encoder_only_and_full_initialisation(tmp_path):
     source = DepthAnythingV2("vits", "metric", 6.0)
     path = save_checkpoint(tmp_path / "src.pth", source, CheckpointMetadata("vits", "metric", 6.0, 42, None))
     reference = source.state_dict()
-    model_cfg = train_supervised.ModelConfig
-    encoder_only = train_supervised.build_training_model(model_cfg("vits", 6.0, "encoder", str(path))).state_dict()
-    full = train_supervised.build_training_model(model_cfg("vits", 6.0, "checkpoint", str(path))).state_dict()
+    model_cfg = training_config.ModelConfig
+    encoder_only = trainable.build_training_model(model_cfg("vits", 6.0, "encoder", str(path))).state_dict()
+    full = trainable.build_training_model(model_cfg("vits", 6.0, "checkpoint", str(path))).state_dict()
     for key, value in reference.items():
         assert torch.equal(full[key], value)
         if key.startswith("pretrained."):
@@ -137,7 +139,7 @@ def test_finished_run_writes_logs_plot_summary_and_a_best_checkpoint_the_estimat
     assert summary["finished"] and summary["step"] == 6 and summary["total_steps"] == 6
     assert set(losses(out)) == {1, 2, 3, 4, 5, 6}
     assert {"baseline_gt_median", "before", "best", "final"} <= set(summary)
-    assert [p.name for p in train_supervised.state_dirs(out)] == ["step_0000003", "step_0000006"]
+    assert [p.name for p in engine.state_dirs(out)] == ["step_0000003", "step_0000006"]
 
     estimator = DepthEstimator.from_checkpoint(out / "best.pth", device="cpu", input_size=42)
     camera = open_rgbd(kitchen).camera
@@ -208,17 +210,17 @@ def test_a_save_killed_midway_leaves_the_last_good_state(kitchen, tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(kitchen, out))
     monkeypatch.undo()
-    assert [p.name for p in train_supervised.state_dirs(out)] == ["step_0000003"]
+    assert [p.name for p in engine.state_dirs(out)] == ["step_0000003"]
     assert (out / "states" / "step_0000006.tmp").is_dir()
     load_checkpoint(out / "best.pth")  # the best model file is intact too
     summary = train(tiny_config(kitchen, out), resume=True)
     assert summary["finished"] and summary["step"] == 6
-    assert [p.name for p in train_supervised.state_dirs(out)] == ["step_0000003", "step_0000006"]
+    assert [p.name for p in engine.state_dirs(out)] == ["step_0000003", "step_0000006"]
 
 
 def test_non_finite_losses_are_reported_skipped_and_stop_the_run_when_repeated(kitchen, tmp_path, monkeypatch,
                                                                                caplog):
-    real_loss = train_supervised.silog_loss
+    real_loss = objectives.silog_loss
     calls = []
 
     def sometimes_nan(pred, target, valid):
@@ -226,7 +228,7 @@ def test_non_finite_losses_are_reported_skipped_and_stop_the_run_when_repeated(k
         loss = real_loss(pred, target, valid)
         return loss * float("nan") if len(calls) == 2 else loss
 
-    monkeypatch.setattr(train_supervised, "silog_loss", sometimes_nan)
+    monkeypatch.setattr(objectives, "silog_loss", sometimes_nan)
     run_cfg = {"validate_at_start": False}
     with caplog.at_level(logging.WARNING):
         train(tiny_config(kitchen, tmp_path / "one", optim={"epochs": 1}, run=run_cfg))
@@ -235,8 +237,8 @@ def test_non_finite_losses_are_reported_skipped_and_stop_the_run_when_repeated(k
         skipped = {int(r["step"]): r["skipped"] for r in csv.DictReader(f) if r["skipped"]}
     assert skipped == {1: "0", 2: "1", 3: "0"}
 
-    monkeypatch.setattr(train_supervised, "silog_loss", lambda p, t, v: real_loss(p, t, v) * float("inf"))
-    with pytest.raises(train_supervised.NonFiniteLossError, match="3 non-finite losses in a row .* stopping"):
+    monkeypatch.setattr(objectives, "silog_loss", lambda p, t, v: real_loss(p, t, v) * float("inf"))
+    with pytest.raises(engine.NonFiniteLossError, match="3 non-finite losses in a row .* stopping"):
         train(tiny_config(kitchen, tmp_path / "all", run=run_cfg))
 
 
@@ -250,11 +252,11 @@ def test_accelerate_launch_runs_the_script(kitchen, tmp_path):
          "--stop-after-steps", "1"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert [p.name for p in train_supervised.state_dirs(tmp_path / "run")] == ["step_0000001"]
+    assert [p.name for p in engine.state_dirs(tmp_path / "run")] == ["step_0000001"]
     assert "best checkpoint:" in result.stdout
 
 
 def test_shipped_7scenes_config_is_valid_and_splits_frames_0_69_and_70_99(shared_data):
-    cfg = train_supervised.load_config(REPO / "config" / "train_7scenes.yaml")
+    cfg = training_config.load_config(REPO / "config" / "train_7scenes.yaml")
     assert cfg.data.split.indices(np.arange(100) * 0.1) == (list(range(70)), list(range(70, 100)))
     assert Path(cfg.data.path).name == "7scenes_redkitchen" and cfg.data.depth_scale == 1000

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Supervised metric fine-tuning of Depth Anything V2 with Accelerate; the code is :mod:`depth_ros.supervised`.
+"""Supervised metric depth training (SiLog on depth labels); the code is :mod:`depth_ros.learning`.
 
     python training/train_supervised.py --config config/train_7scenes.yaml [--resume] [--stop-after-steps N]
     accelerate launch training/train_supervised.py --config ...      # several GPUs, fp16/bf16 from the config
@@ -7,7 +7,7 @@
 
 import sys
 
-from depth_ros.supervised import main
+from depth_ros.learning.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:], objective="silog", name="train_supervised"))

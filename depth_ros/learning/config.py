@@ -1,0 +1,347 @@
+"""Training configuration: one YAML schema for both objectives, read into frozen dataclasses and validated once.
+
+Sections: ``model`` (network and its initialisation), ``data`` (dataset, split, sample preparation), ``optim``
+(optimiser, schedule, which parameters train), ``run`` (outputs, precision, cadence) and, for the self-supervised
+objective, ``self_supervised`` (pose source, source-frame selection, loss terms). Every numeric value is checked
+against its range here, so a bad value stops the run before it starts with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from depth_ros.data import FORMATS, Split
+from depth_ros.data.augment import Augmentation
+from depth_ros.metrics import CROPS
+from depth_ros.models import ENCODERS
+
+TRAINABLE = ("full", "head", "norms_biases", "lora")
+POSE_KINDS = ("odometry", "tf", "pose", "tum")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the key and the problem."""
+
+
+def _check(condition: bool, key: str, requirement: str, value) -> None:
+    if not condition:
+        raise ConfigError(f"{key} must be {requirement}, got {value!r}")
+
+
+def _positive(obj, section: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(value is not None and math.isfinite(value) and value > 0, f"{section}.{name}", "> 0", value)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network. ``init``: ``random`` (no weights), ``encoder`` (only ``pretrained.*`` from ``checkpoint``, head
+    random: the Depth Anything V2 recipe) or ``checkpoint`` (all weights from ``checkpoint``, e.g. the ``best.pth``
+    of either trainer)."""
+
+    encoder: str = "vits"
+    max_depth: float = 20.0
+    init: str = "random"
+    checkpoint: str | None = None
+
+    def __post_init__(self):
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"model.encoder: {self.encoder!r} is not one of {', '.join(ENCODERS)}")
+        if self.init not in ("random", "encoder", "checkpoint"):
+            raise ConfigError(f"model.init: {self.init!r} is not one of random, encoder, checkpoint")
+        if (self.init == "random") != (self.checkpoint is None):
+            raise ConfigError("model.checkpoint: required for init encoder/checkpoint, not allowed for random")
+        _positive(self, "model", "max_depth")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The dataset (see :func:`depth_ros.data.open_rgbd`), its split and the sample preparation.
+
+    ``max_depth`` None uses ``model.max_depth``; ``eval_crop`` is one of eigen, garg, nyu or None. ``depth_topic``
+    None reads a bag without depth (self-supervised training; no validation metrics then).
+    """
+
+    path: str
+    format: str = "auto"
+    depth_scale: float | None = None
+    intrinsics: list[float] | None = None
+    rgb_topic: str = "/camera/color/image_raw"
+    depth_topic: str | None = "/camera/depth/image_raw"
+    info_topic: str | None = None
+    max_dt: float = 0.02
+    split: Split = field(default_factory=Split)
+    input_size: int = 518
+    min_depth: float = 0.001
+    max_depth: float | None = None
+    eval_crop: str | None = None
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    num_workers: int = 0
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ConfigError(f"data.format: {self.format!r} is not one of {', '.join(FORMATS)}")
+        if self.input_size <= 0 or self.input_size % 14:
+            raise ConfigError(f"data.input_size must be a positive multiple of 14, got {self.input_size}")
+        if self.eval_crop is not None and self.eval_crop not in CROPS:
+            raise ConfigError(f"data.eval_crop: {self.eval_crop!r} is not one of {', '.join(CROPS)}")
+        if not self.min_depth > 0:
+            raise ConfigError(f"data.min_depth must be > 0 m, got {self.min_depth}")
+        _positive(self, "data", "max_dt")
+        if self.depth_scale is not None:
+            _positive(self, "data", "depth_scale")
+        if self.max_depth is not None:
+            _check(self.max_depth > self.min_depth, "data.max_depth", f"> data.min_depth ({self.min_depth} m)",
+                   self.max_depth)
+        _check(self.num_workers >= 0, "data.num_workers", ">= 0", self.num_workers)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation: ``lr`` is the encoder's learning rate, the head gets ``lr * head_lr_factor``; ``schedule`` is
+    ``poly`` (power ``poly_power``, to 0) or ``cosine``, after ``warmup_steps`` of linear warm-up. A step is one
+    optimiser update of ``batch_size * grad_accum_steps`` samples (per process).
+
+    ``trainable`` selects what is updated (:func:`depth_ros.learning.trainable.trainable_groups`): ``full`` (all
+    weights), ``head`` (the decoder only), ``norms_biases`` (normalisation weights and all biases) or ``lora``
+    (low-rank adapters on the encoder's attention and MLP layers, peft, rank ``lora_rank``, scale ``lora_alpha``;
+    the adapters are merged into the weights in every saved checkpoint). ``clip_grad_norm`` None disables clipping.
+    """
+
+    epochs: int = 10
+    batch_size: int = 4
+    grad_accum_steps: int = 1
+    lr: float = 5e-6
+    head_lr_factor: float = 10.0
+    weight_decay: float = 0.01
+    schedule: str = "poly"
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    clip_grad_norm: float | None = 1.0
+    trainable: str = "full"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+
+    def __post_init__(self):
+        if self.schedule not in ("poly", "cosine"):
+            raise ConfigError(f"optim.schedule: {self.schedule!r} is not one of poly, cosine")
+        if self.trainable not in TRAINABLE:
+            raise ConfigError(f"optim.trainable: {self.trainable!r} is not one of {', '.join(TRAINABLE)}")
+        for name in ("epochs", "batch_size", "grad_accum_steps", "lora_rank"):
+            _check(getattr(self, name) >= 1, f"optim.{name}", ">= 1", getattr(self, name))
+        _positive(self, "optim", "lr", "head_lr_factor", "poly_power", "lora_alpha")
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "optim.weight_decay", ">= 0",
+               self.weight_decay)
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", ">= 0", self.warmup_steps)
+        if self.clip_grad_norm is not None:
+            _positive(self, "optim", "clip_grad_norm")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Run control: where outputs go, precision, validation/checkpoint cadence and failure handling.
+
+    ``mixed_precision``: no, fp16 or bf16 (``accelerate launch --mixed_precision`` overrides it). ``val_every_epochs``
+    and ``save_every_epochs``: cadence in epochs (states are also saved at the end and on ``--stop-after-steps``).
+    """
+
+    output_dir: str
+    seed: int = 0
+    mixed_precision: str = "no"
+    channels_last: bool = False
+    val_every_epochs: int = 1
+    validate_at_start: bool = True
+    save_every_epochs: int = 1
+    keep_states: int = 2
+    max_bad_steps: int = 3
+    log_every_steps: int = 1
+
+    def __post_init__(self):
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ConfigError(f"run.mixed_precision: {self.mixed_precision!r} is not one of no, fp16, bf16")
+        for name in ("val_every_epochs", "save_every_epochs", "keep_states", "max_bad_steps", "log_every_steps"):
+            _check(getattr(self, name) >= 1, f"run.{name}", ">= 1", getattr(self, name))
+        _check(self.seed >= 0, "run.seed", ">= 0", self.seed)
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    """Where the camera poses come from (:func:`depth_ros.data.poses.load_camera_trajectory`).
+
+    Attributes:
+        kind: ``odometry`` (nav_msgs/Odometry of the base on ``topic`` + the camera extrinsic from ``/tf_static``,
+            else ``camera_to_base``), ``tf`` (the bag's ``/tf`` + ``/tf_static`` chain from ``fixed_frame`` to the
+            camera frame), ``pose`` (geometry_msgs/PoseStamped on ``topic``, with the same extrinsic handling) or
+            ``tum`` (a TUM ``groundtruth.txt``, camera optical frame to world; ``topic`` is its path, default the
+            dataset folder's ``groundtruth.txt``).
+        topic: the pose topic (odometry, pose) or trajectory file (tum).
+        fixed_frame: the world frame of a ``tf`` chain (e.g. ``odom``, ``map``).
+        camera_frame: the camera's optical frame; None: the images' ``frame_id``.
+        camera_to_base: [x, y, z, roll, pitch, yaw] (m, rad) of the camera optical frame in the base frame, used
+            when the bag has no static transform for it.
+        tolerance: seconds an image stamp may lie outside the pose samples.
+        max_gap: longest pose-sample interval in seconds that is interpolated across.
+    """
+
+    kind: str = "odometry"
+    topic: str | None = "/odom"
+    fixed_frame: str = "odom"
+    camera_frame: str | None = None
+    camera_to_base: list[float] | None = None
+    tolerance: float = 0.02
+    max_gap: float = 0.5
+
+    def __post_init__(self):
+        if self.kind not in POSE_KINDS:
+            raise ConfigError(f"self_supervised.poses.kind: {self.kind!r} is not one of {', '.join(POSE_KINDS)}")
+        if self.kind in ("odometry", "pose") and not self.topic:
+            raise ConfigError(f"self_supervised.poses.topic: required for kind {self.kind}")
+        if self.camera_to_base is not None and len(self.camera_to_base) != 6:
+            raise ConfigError("self_supervised.poses.camera_to_base must be [x, y, z, roll, pitch, yaw]")
+        _positive(self, "self_supervised.poses", "tolerance", "max_gap")
+
+
+@dataclass(frozen=True)
+class SelfSupervisedConfig:
+    """The photometric view-synthesis objective (:mod:`depth_ros.losses`) and how its samples are chosen.
+
+    Attributes:
+        poses: the pose source.
+        source_offsets: source frames as frame-index offsets from the target (e.g. [-6, 6]), or None with
+            ``source_baseline``.
+        source_baseline: instead of offsets, the nearest earlier and later frame at least this far (metres) from
+            the target camera.
+        min_translation: drop a source closer than this (metres) to the target: a stationary camera teaches
+            nothing but noise.
+        max_rotation: drop a source rotated more than this (degrees) from the target (little overlap).
+        automask: Monodepth2's auto-mask of pixels the un-warped source explains.
+        smoothness_weight: weight of the edge-aware smoothness term.
+        silog_weight: weight of a SiLog term on the frames' depth where the dataset has it (0: none, purely
+            self-supervised).
+        sparse_depth_points: with ``silog_weight``, keep only this many random valid depth pixels per frame (a
+            sparse reference such as a few lidar returns); None keeps all.
+    """
+
+    poses: PoseConfig = field(default_factory=PoseConfig)
+    source_offsets: list[int] | None = field(default_factory=lambda: [-6, 6])
+    source_baseline: float | None = None
+    min_translation: float = 0.01
+    max_rotation: float = 15.0
+    automask: bool = True
+    smoothness_weight: float = 1e-3
+    silog_weight: float = 0.0
+    sparse_depth_points: int | None = None
+
+    def __post_init__(self):
+        if (self.source_offsets is None) == (self.source_baseline is None):
+            raise ConfigError("self_supervised: give exactly one of source_offsets and source_baseline")
+        if self.source_offsets is not None:
+            _check(len(self.source_offsets) > 0 and 0 not in self.source_offsets, "self_supervised.source_offsets",
+                   "a non-empty list of non-zero frame offsets", self.source_offsets)
+        if self.source_baseline is not None:
+            _positive(self, "self_supervised", "source_baseline")
+        _check(self.min_translation >= 0, "self_supervised.min_translation", ">= 0 m", self.min_translation)
+        _check(0 < self.max_rotation <= 180, "self_supervised.max_rotation", "in (0, 180] degrees", self.max_rotation)
+        for name in ("smoothness_weight", "silog_weight"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value >= 0, f"self_supervised.{name}", ">= 0", value)
+        if self.sparse_depth_points is not None:
+            _check(self.sparse_depth_points >= 1, "self_supervised.sparse_depth_points", ">= 1",
+                   self.sparse_depth_points)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run: sections ``model``, ``data``, ``optim``, ``run`` and (self-supervised runs)
+    ``self_supervised`` of the YAML file."""
+
+    data: DataConfig
+    run: RunConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    self_supervised: SelfSupervisedConfig | None = None
+
+    @property
+    def max_depth(self) -> float:
+        """Upper bound of valid ground truth in metres (``data.max_depth``, else the model's range)."""
+        return self.data.max_depth if self.data.max_depth is not None else self.model.max_depth
+
+
+def _coerce(hint, value, where: str):
+    """``value`` as type ``hint`` (dataclass, optional, list, float, int, bool, str), or a :class:`ConfigError`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _from_dict(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is typing.Any or hint is str and isinstance(value, str):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint in (int, float) and not isinstance(value, bool):
+        try:
+            number = hint(value)  # YAML reads 5e-6 as a string
+        except (TypeError, ValueError, OverflowError):
+            pass
+        else:
+            if hint is float or float(value) == number:
+                return number
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _from_dict(cls, values, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(names)})")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing key {missing[0]!r}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a training YAML file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: not YAML, an unknown or missing key, or a bad value (the message names the key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return config_from_dict(values, str(path))
+
+
+def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
+    """A :class:`TrainConfig` from nested dicts (the YAML structure); see :func:`load_config`."""
+    return _from_dict(TrainConfig, values, where)

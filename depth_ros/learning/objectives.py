@@ -1,0 +1,136 @@
+"""Training objectives: what a batch is and what its loss is. The engine (:mod:`depth_ros.learning.engine`) runs
+either one with the same loop, states, logs and validation.
+
+* ``silog`` (:class:`SupervisedObjective`): metric depth labels, SiLog on valid pixels (Depth Anything V2 recipe).
+* ``photometric`` (:class:`PhotometricObjective`): no labels; images plus metric camera poses, view synthesis with
+  the per-pixel minimum reprojection loss, auto-mask and smoothness (Monodepth2 / PackNet-SfM), optionally with a
+  SiLog term on whatever depth the frames carry (sparse or dense).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from depth_ros.data.augment import TrainingFrames, TrainTransform
+from depth_ros.data.frames import RGBDSequence
+from depth_ros.data.posed import PosedFrames, select_samples
+from depth_ros.geometry.transform import PoseLookupError
+from depth_ros.learning.config import TrainConfig
+from depth_ros.losses import self_supervised_loss, silog_loss
+from depth_ros.metrics import valid_depth_mask
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("silog", "photometric")
+
+
+def _network_input(batch: dict[str, torch.Tensor], channels_last: bool) -> torch.Tensor:
+    image = batch["image"]
+    return image.contiguous(memory_format=torch.channels_last) if channels_last else image
+
+
+def _silog_term(prediction: torch.Tensor, depth: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    return silog_loss(prediction.float(), depth, valid_depth_mask(depth, cfg.data.min_depth, cfg.max_depth))
+
+
+class SupervisedObjective:
+    """SiLog against metric depth labels on random square crops (:class:`~depth_ros.data.augment.TrainTransform`).
+
+    Batches: ``image`` (B, 3, S, S) normalised, ``depth`` (B, S, S) metres NaN invalid, ``frame`` (B,).
+
+    Raises:
+        ValueError: the dataset has no depth (``data.depth_topic`` null): use the photometric objective.
+    """
+
+    name = "silog"
+
+    def __init__(self, cfg: TrainConfig, source: RGBDSequence, train_indices: list[int]):
+        if cfg.data.depth_topic is None:
+            raise ValueError("supervised training needs depth labels: data.depth_topic is null (train "
+                             "self-supervised instead: training/train_self_supervised.py)")
+        self.cfg = cfg
+        self.dataset = TrainingFrames(source, train_indices, TrainTransform(cfg.data.input_size,
+                                                                           cfg.data.augmentation), seed=cfg.run.seed)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+             channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+        """SiLog loss of one batch on its valid pixels; no extra statistics."""
+        return _silog_term(model(_network_input(batch, channels_last)), batch["depth"], self.cfg), {}
+
+
+def camera_poses(cfg: TrainConfig, source: RGBDSequence) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-to-world poses ``T_world_camera`` at the frames' stamps from the configured pose source.
+
+    Returns:
+        ((N, 4, 4) float64 poses, identity where missing; (N,) bool: the frame has a pose).
+
+    Raises:
+        ValueError / FileNotFoundError: the pose source cannot be read or covers no frame.
+    """
+    from depth_ros.data.poses import load_camera_trajectory
+
+    trajectory = load_camera_trajectory(Path(cfg.data.path), cfg.self_supervised.poses, source)
+    has_pose = trajectory.covers(source.stamps)
+    if not has_pose.any():
+        raise PoseLookupError(f"{trajectory!r} covers none of the {len(source)} image stamps "
+                              f"({source.stamps[0]:.3f}..{source.stamps[-1]:.3f} s)")
+    poses = np.tile(np.eye(4), (len(source), 1, 1))
+    poses[has_pose] = trajectory.at(source.stamps[has_pose])
+    return poses, has_pose
+
+
+class PhotometricObjective:
+    """Self-supervised metric depth from posed images (:func:`depth_ros.losses.self_supervised_loss`).
+
+    Batches: see :class:`~depth_ros.data.posed.PosedFrames`. The network predicts the target's depth in metres;
+    a model that returns a list in training mode (multi-scale, e.g. PackNet) gets every scale in the loss.
+
+    Raises:
+        ValueError: no pose source section, no usable sample (the message gives the drop reasons), or poses that
+            cannot be read.
+    """
+
+    name = "photometric"
+
+    def __init__(self, cfg: TrainConfig, source: RGBDSequence, train_indices: list[int]):
+        ss = cfg.self_supervised
+        if ss is None:
+            raise ValueError("self-supervised training needs a 'self_supervised' section (pose source, source "
+                             "frames): see config/self_supervised_7scenes.yaml")
+        self.cfg = cfg
+        poses, has_pose = camera_poses(cfg, source)
+        selection = select_samples(poses, train_indices, offsets=ss.source_offsets, baseline=ss.source_baseline,
+                                   min_translation=ss.min_translation, max_rotation=ss.max_rotation,
+                                   has_pose=has_pose)
+        log.info("%s (from %d training frames)", selection.report(), len(train_indices))
+        if not selection.samples:
+            raise ValueError(f"no usable training sample: {selection.report()}; check the pose source, "
+                             "source_offsets / source_baseline, min_translation and max_rotation")
+        self.selection = selection
+        self.dataset = PosedFrames(source, selection.samples, poses, cfg.data.input_size, cfg.data.augmentation,
+                                   ss.sparse_depth_points, seed=cfg.run.seed)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+             channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+        """Photometric loss (+ SiLog where depth is given and ``silog_weight`` > 0); statistics for the log."""
+        ss = self.cfg.self_supervised
+        out = model(_network_input(batch, channels_last))
+        depths = [d.float() for d in out] if isinstance(out, (list, tuple)) else [out.float()[:, None]]
+        loss, stats = self_supervised_loss(batch["target"], batch["sources"], depths, self.dataset.camera,
+                                           batch["target_to_sources"], ss.automask, ss.smoothness_weight)
+        if ss.silog_weight > 0 and torch.isfinite(batch["depth"]).any():
+            silog = _silog_term(depths[0][:, 0], batch["depth"], self.cfg)
+            loss = loss + ss.silog_weight * silog
+            stats["silog"] = float(silog.detach())
+        return loss, stats
+
+
+def build_objective(kind: str, cfg: TrainConfig, source: RGBDSequence, train_indices: list[int]):
+    """The objective ``kind`` (one of :data:`OBJECTIVES`) over the training frames."""
+    if kind not in OBJECTIVES:
+        raise ValueError(f"unknown objective {kind!r}; expected one of {', '.join(OBJECTIVES)}")
+    return (SupervisedObjective if kind == "silog" else PhotometricObjective)(cfg, source, train_indices)

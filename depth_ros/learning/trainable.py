@@ -1,0 +1,112 @@
+"""What trains and how fast: the training model, its parameter groups (full / head / norms+biases / LoRA), the
+optimiser and the learning-rate schedule. Shared by the offline trainers and the online adaptation node.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+
+from depth_ros.checkpoints import CheckpointError, build_model, load_checkpoint
+from depth_ros.learning.config import ModelConfig, OptimConfig
+from depth_ros.models import DepthAnythingV2
+
+log = logging.getLogger(__name__)
+
+# DINOv2 layers that get LoRA adapters: attention projections and the MLP (Hu et al., "LoRA", ICLR 2022, adapt the
+# attention weights; adapting the MLP too is the common choice for ViTs)
+LORA_TARGETS = ["qkv", "proj", "fc1", "fc2", "w12", "w3"]
+NORM_TYPES = (torch.nn.LayerNorm, torch.nn.BatchNorm2d, torch.nn.GroupNorm)
+
+
+def build_training_model(cfg: ModelConfig) -> DepthAnythingV2:
+    """A metric :class:`DepthAnythingV2` initialised as ``cfg.init`` says.
+
+    Raises:
+        CheckpointError: the checkpoint is unreadable or does not fit the encoder.
+    """
+    model = DepthAnythingV2(cfg.encoder, "metric", cfg.max_depth)
+    if cfg.init == "checkpoint":
+        loaded, _ = build_model(cfg.checkpoint, encoder=cfg.encoder, max_depth=cfg.max_depth)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+    elif cfg.init == "encoder":
+        state, _ = load_checkpoint(cfg.checkpoint)
+        encoder = {k.removeprefix("pretrained."): v for k, v in state.items() if k.startswith("pretrained.")}
+        try:
+            model.pretrained.load_state_dict(encoder, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{cfg.checkpoint}: encoder weights do not fit a {cfg.encoder} encoder: "
+                                  f"{str(exc).splitlines()[1] if len(str(exc).splitlines()) > 1 else exc}") from None
+    return model
+
+
+def _split(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(encoder, head) submodules of a depth model."""
+    return model.pretrained, model.depth_head
+
+
+def prepare_trainable(model: torch.nn.Module, cfg: OptimConfig) -> tuple[torch.nn.Module, list[dict]]:
+    """Freeze what ``cfg.trainable`` leaves fixed and return the model to train with its optimiser groups.
+
+    Groups: encoder-side parameters at ``lr``, head-side parameters at ``lr * head_lr_factor`` (the Depth Anything V2
+    recipe for ``full``). ``head``: the decoder only; ``norms_biases``: LayerNorm/BatchNorm weights and every bias
+    (a few tenths of a percent of the weights; cheap and hard to over-fit, as in BitFit, Ben Zaken et al. 2022);
+    ``lora``: peft LoRA adapters on :data:`LORA_TARGETS` of the encoder, head frozen (the returned model is then a
+    peft model; :func:`deployable_state_dict` merges the adapters).
+
+    Returns:
+        (model to optimise, AdamW parameter groups with ``lr`` set).
+    """
+    lr, head_lr = cfg.lr, cfg.lr * cfg.head_lr_factor
+    if cfg.trainable == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        targets = [name for name, module in _split(model)[0].named_modules()
+                   if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS]
+        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                          target_modules=[f"pretrained.{n}" for n in targets])
+        model = get_peft_model(model, lora)
+        params = [p for p in model.parameters() if p.requires_grad]
+        return model, [{"params": params, "lr": lr}]
+    encoder, head = _split(model)
+    if cfg.trainable == "full":
+        chosen = {id(p) for p in model.parameters()}
+    elif cfg.trainable == "head":
+        chosen = {id(p) for p in head.parameters()}
+    else:  # norms_biases
+        chosen = {id(p) for module in model.modules() if isinstance(module, NORM_TYPES) for p in module.parameters()}
+        chosen |= {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen)
+    groups = [{"params": [p for p in encoder.parameters() if p.requires_grad], "lr": lr},
+              {"params": [p for p in head.parameters() if p.requires_grad], "lr": head_lr}]
+    count = sum(p.numel() for g in groups for p in g["params"])
+    log.info("training %s: %d of %d parameters", cfg.trainable, count, sum(p.numel() for p in model.parameters()))
+    return model, [g for g in groups if g["params"]]
+
+
+def deployable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights in the plain model layout (LoRA adapters merged into a copy; compile/DDP wrappers removed)."""
+    module = getattr(model, "_orig_mod", model)
+    module = getattr(module, "module", module)
+    if hasattr(module, "merge_and_unload"):  # a peft model
+        module = copy.deepcopy(module).merge_and_unload()
+    return module.state_dict()
+
+
+def build_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW (weight decay ``cfg.weight_decay``) over the groups of :func:`prepare_trainable`."""
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
+    """Linear warm-up, then polynomial decay to 0 (Depth Anything V2) or cosine decay (transformers schedules)."""
+    from transformers import get_scheduler
+
+    if cfg.schedule == "poly":
+        return get_scheduler("polynomial", optimizer, num_warmup_steps=cfg.warmup_steps,
+                             num_training_steps=total_steps,
+                             scheduler_specific_kwargs={"power": cfg.poly_power, "lr_end": 0.0})
+    return get_scheduler("cosine", optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
