@@ -260,3 +260,95 @@ def test_shipped_7scenes_config_is_valid_and_splits_frames_0_69_and_70_99(shared
     cfg = training_config.load_config(REPO / "config" / "train_7scenes.yaml")
     assert cfg.data.split.indices(np.arange(100) * 0.1) == (list(range(70)), list(range(70, 100)))
     assert Path(cfg.data.path).name == "7scenes_redkitchen" and cfg.data.depth_scale == 1000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Self-supervised objective
+
+
+def photometric_config(data_path: Path, out: Path, **sections) -> dict:
+    """Targets 103..108 of the 30 Hz sequence with sources 3 frames (~2 cm) either side, TUM trajectory poses."""
+    config = tiny_config(data_path, out, data={"split": {"train_frames": "100:112", "val_frames": "450:452"}},
+                         optim={"epochs": 1})
+    config["self_supervised"] = {"poses": {"kind": "tum", "topic": None}, "source_offsets": [-3, 3],
+                                 "min_translation": 0.005}
+    for section, values in sections.items():
+        config[section].update(values)
+    return config
+
+
+@pytest.fixture(scope="module")
+def odom_tum(shared_data) -> Path:
+    return shared_data / "7scenes_redkitchen_odom" / "tum"
+
+
+def test_photometric_run_trains_without_labels_and_its_checkpoint_starts_the_supervised_trainer(odom_tum, tmp_path,
+                                                                                                 monkeypatch):
+    def no_labels(*args, **kwargs):
+        raise AssertionError("the photometric objective must not use depth labels")
+
+    monkeypatch.setattr(objectives, "silog_loss", no_labels)
+    summary = engine.train(training_config.config_from_dict(photometric_config(odom_tum, tmp_path / "ss")),
+                           objective="photometric")
+    monkeypatch.undo()
+    assert summary["objective"] == "photometric" and summary["finished"]
+    assert summary["train_samples"] == 6 and summary["dropped_targets"] == {"source outside the split": 6}
+    with (tmp_path / "ss" / "log.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["train_loss"]]
+    assert len(rows) == 3 and all(0 < float(r["photometric"]) < 1 and 0 < float(r["kept"]) <= 1 for r in rows)
+    start = tiny_config(odom_tum, tmp_path / "sup", model={"init": "checkpoint",
+                                                           "checkpoint": str(tmp_path / "ss" / "best.pth")},
+                        optim={"epochs": 1}, data={"split": {"train_frames": "100:106", "val_frames": "450:452"}})
+    assert engine.train(training_config.config_from_dict(start))["before"]["abs_rel"] == pytest.approx(
+        summary["best"]["abs_rel"], rel=1e-6)
+
+
+def test_a_stationary_camera_gives_no_sample_and_a_clear_error(odom_tum, tmp_path, monkeypatch):
+    still = np.tile(np.eye(4), (600, 1, 1))
+    monkeypatch.setattr(objectives, "camera_poses", lambda cfg, source: (still, np.ones(600, bool)))
+    with pytest.raises(ValueError, match=r"no usable training sample: 0 training samples; dropped targets: "
+                                         r"6 source outside the split, 6 stationary"):
+        engine.train(training_config.config_from_dict(photometric_config(odom_tum, tmp_path)), objective="photometric")
+
+
+def test_self_supervised_config_errors_name_the_key(tmp_path):
+    bad = photometric_config(tmp_path, tmp_path)
+    bad["self_supervised"]["source_offsets"] = [0, 2]
+    with pytest.raises(training_config.ConfigError, match="source_offsets must be a non-empty list of non-zero"):
+        training_config.config_from_dict(bad)
+    bad["self_supervised"] = {"poses": {"kind": "gps"}}
+    with pytest.raises(training_config.ConfigError, match="poses.kind: 'gps' is not one of odometry, tf, pose, tum"):
+        training_config.config_from_dict(bad)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("clip_grad_norm", -1, "optim.clip_grad_norm must be > 0, got -1.0"),
+    ("warmup_steps", -5, "optim.warmup_steps must be >= 0, got -5"),
+    ("weight_decay", -0.1, "optim.weight_decay must be >= 0"),
+    ("lr", "nan", "optim.lr must be > 0, got nan"),
+])
+def test_harmful_optimiser_values_are_refused(tmp_path, key, value, message):
+    with pytest.raises(training_config.ConfigError, match=message):
+        training_config.config_from_dict(tiny_config(tmp_path, tmp_path, optim={key: value}))
+
+
+@pytest.mark.parametrize("trainable_kind", ["head", "norms_biases", "lora"])
+def test_parameter_subsets_train_only_their_part_and_save_the_plain_layout(trainable_kind):
+    torch.manual_seed(0)
+    model = trainable.build_training_model(training_config.ModelConfig("vits", 6.0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model, groups = trainable.prepare_trainable(model, training_config.OptimConfig(trainable=trainable_kind,
+                                                                                   lr=1e-2))
+    optimizer = trainable.build_optimizer(groups, training_config.OptimConfig(lr=1e-2))
+    model(torch.randn(1, 3, 42, 42)).mean().backward()
+    optimizer.step()
+    after = trainable.deployable_state_dict(model)
+    assert set(after) == set(before)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed
+    if trainable_kind == "head":
+        assert all(k.startswith("depth_head.") for k in changed)
+    elif trainable_kind == "norms_biases":
+        assert all(k.endswith("bias") or "norm" in k for k in changed)
+    else:
+        assert all(k.startswith("pretrained.") and k.endswith("weight") for k in changed)
