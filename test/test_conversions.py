@@ -151,7 +151,7 @@ def test_compressed_jpeg_and_png(rgb):
 
 def test_16uc1_millimetres_become_metres_with_zero_invalid(depth_raw):
     millimetres = np.rint(depth_raw / 5.0).astype(np.uint16)  # TUM stores 1/5000 m; REP 118 16UC1 is mm
-    expected = np.where(millimetres == 0, np.nan, millimetres * np.float32(0.001)).astype(np.float32)
+    expected = np.where(millimetres == 0, np.nan, millimetres.astype(np.float32) / np.float32(1000)).astype(np.float32)
     depth = depth_image_to_array(image_msg(millimetres[..., None], "16UC1", padding=6))
     assert depth.dtype == np.float32 and np.isnan(depth).sum() == (depth_raw == 0).sum() > 0
     np.testing.assert_array_equal(depth, expected)
