@@ -63,7 +63,7 @@ class BagError(ValueError):
 
 
 @contextmanager
-def bag_errors(path: Path, what: str):
+def _bag_errors(path: Path, what: str):
     """Turn rosbags' own exceptions (and OSError) inside the block into a :class:`BagError` ``<path>: <what>: ...``."""
     try:
         yield
@@ -134,7 +134,7 @@ class BagReader:
         self._reader: AnyReader | None = self._open()
 
     def _open(self) -> AnyReader:
-        with bag_errors(self.path, "cannot open bag"):
+        with _bag_errors(self.path, "cannot open bag"):
             reader = AnyReader([self.path], default_typestore=get_typestore(Stores.LATEST))
             reader.open()
         return reader
@@ -192,7 +192,7 @@ class BagReader:
         Raises:
             BagError: the bag cannot be read (e.g. a corrupt chunk).
         """
-        with bag_errors(self.path, "cannot read bag"):
+        with _bag_errors(self.path, "cannot read bag"):
             yield from self.reader.messages(connections=connections, start=start, stop=stop)
 
     def deserialize(self, connection, time_ns: int, raw):
@@ -201,7 +201,7 @@ class BagReader:
         Raises:
             BagError: a corrupt message (names type, topic and log time).
         """
-        with bag_errors(self.path, f"corrupt {connection.msgtype} message on {connection.topic} at log time "
+        with _bag_errors(self.path, f"corrupt {connection.msgtype} message on {connection.topic} at log time "
                                    f"{time_ns / 1e9:.9f} s"):
             return self.reader.deserialize(raw, connection.msgtype)
 
@@ -307,7 +307,7 @@ class BagReader:
         """
         if self.reader.is2:
             return raw
-        with bag_errors(self.path, f"cannot convert {connection.msgtype} on {connection.topic} to CDR"):
+        with _bag_errors(self.path, f"cannot convert {connection.msgtype} on {connection.topic} to CDR"):
             return self.ros2_typestore.ros1_to_cdr(raw, connection.msgtype)
 
 
