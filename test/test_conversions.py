@@ -1,5 +1,7 @@
 """Message <-> numpy conversions on real rclpy messages (and rosbags messages), built from the real TUM frame."""
 
+import struct
+
 import cv2
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from depth_ros.geometry.transform import pose_msg_to_matrix, transform_matrix
 from depth_ros.ros.conversions import (
     camera_info_msg,
     cloud_msg_to_array,
+    compressed_depth_to_array,
     compressed_to_rgb,
     depth_image_to_array,
     depth_to_image_msg,
@@ -151,7 +154,7 @@ def test_compressed_jpeg_and_png(rgb):
 
 def test_16uc1_millimetres_become_metres_with_zero_invalid(depth_raw):
     millimetres = np.rint(depth_raw / 5.0).astype(np.uint16)  # TUM stores 1/5000 m; REP 118 16UC1 is mm
-    expected = np.where(millimetres == 0, np.nan, millimetres * np.float32(0.001)).astype(np.float32)
+    expected = np.where(millimetres == 0, np.nan, millimetres.astype(np.float32) / np.float32(1000)).astype(np.float32)
     depth = depth_image_to_array(image_msg(millimetres[..., None], "16UC1", padding=6))
     assert depth.dtype == np.float32 and np.isnan(depth).sum() == (depth_raw == 0).sum() > 0
     np.testing.assert_array_equal(depth, expected)
@@ -178,6 +181,59 @@ def test_32fc1_message_round_trips_through_rclpy_serialization(depth_raw):
     np.testing.assert_array_equal(depth_image_to_array(back), depth)
     bag_msg = ROSBAGS.deserialize_cdr(serialize_message(msg), "sensor_msgs/msg/Image")
     np.testing.assert_array_equal(depth_image_to_array(bag_msg), depth)
+
+
+def compressed_depth_msg(encoding: str, png_pixels: np.ndarray, quant=(0.0, 0.0), kind: int = 0) -> CompressedImage:
+    """A compressedDepth CompressedImage as compressed_depth_image_transport writes it: little-endian header
+    (int32 kind, float32 depthQuantA, float32 depthQuantB), then the 16-bit PNG."""
+    data = struct.pack("<iff", kind, *quant) + cv2.imencode(".png", png_pixels)[1].tobytes()
+    return CompressedImage(header=header(), format=f"{encoding}; compressedDepth png", data=data)
+
+
+def test_compressed_depth_16uc1_decodes_like_the_raw_image(depth_raw):
+    millimetres = np.rint(depth_raw / 5.0).astype(np.uint16)
+    depth = compressed_depth_to_array(compressed_depth_msg("16UC1", millimetres))
+    assert depth.dtype == np.float32 and np.isnan(depth).sum() == (millimetres == 0).sum() > 0
+    np.testing.assert_array_equal(depth, depth_image_to_array(image_msg(millimetres[..., None], "16UC1")))
+    bag_msg = ROSBAGS.deserialize_cdr(serialize_message(compressed_depth_msg("16UC1", millimetres)),
+                                      "sensor_msgs/msg/CompressedImage")
+    np.testing.assert_array_equal(compressed_depth_to_array(bag_msg), depth)
+
+
+def test_compressed_depth_32fc1_inverse_depth_quantisation_round_trip(depth_raw):
+    # the publisher's quantisation with its defaults depth_quantization = 100, depth_max = 10 m
+    metres = np.where(depth_raw == 0, np.nan, depth_raw / 5000.0).astype(np.float32)
+    metres[0, :10] = 12.0  # beyond depth_max: not coded
+    quant_a = np.float32(100.0 * 101.0)
+    quant_b = np.float32(1.0) - quant_a / np.float32(10.0)
+    with np.errstate(invalid="ignore"):
+        coded = np.where(metres < 10.0, quant_a / metres + quant_b, 0).astype(np.uint16)
+    depth = compressed_depth_to_array(compressed_depth_msg("32FC1", coded, (quant_a, quant_b)))
+    valid = np.isfinite(metres) & (metres < 10.0)
+    np.testing.assert_array_equal(np.isfinite(depth), valid)
+    truth = metres[valid]
+    error = depth[valid] - truth  # truncated inverse depth: decoded depth is up to one step 1 / A further away
+    assert np.all(error >= -1e-6 * truth) and np.all(error <= truth ** 2 / (quant_a - truth) + 1e-6 * truth)
+    assert error.max() > 1e-4  # quantised, not lossless
+
+
+@pytest.mark.parametrize(("msg", "match"), [
+    (CompressedImage(format="16UC1; compressedDepth rvl", data=bytes(20)), "unsupported compressedDepth format"),
+    (CompressedImage(format="png", data=bytes(20)), "unsupported compressedDepth format 'png'"),
+    (CompressedImage(format="16UC1; compressedDepth png", data=bytes(12)), "12 bytes, no more than its 12-byte"),
+    (CompressedImage(format="16UC1; compressedDepth png", data=struct.pack("<iff", 3, 0, 0) + bytes(8)),
+     "header has compression format 3"),
+    (CompressedImage(format="16UC1; compressedDepth png", data=struct.pack("<iff", 0, 0, 0) + bytes(8)),
+     "not a single-channel 16-bit PNG: undecodable"),
+])
+def test_compressed_depth_rejects_malformed_formats_headers_and_payloads(msg, match):
+    with pytest.raises(ValueError, match=match):
+        compressed_depth_to_array(msg)
+
+
+def test_compressed_depth_rejects_an_8_bit_png():
+    with pytest.raises(ValueError, match="not a single-channel 16-bit PNG: uint8"):
+        compressed_depth_to_array(compressed_depth_msg("16UC1", np.zeros((4, 4), np.uint8)))
 
 
 # ---------------------------------------------------------------- clouds, grids, camera info, transforms

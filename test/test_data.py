@@ -11,7 +11,7 @@ from depth_ros.checkpoints import network_size
 from depth_ros.data import RGBDFrame, Split, open_rgbd, parse_frame_range
 from depth_ros.data.augment import Augmentation, EpochShuffleSampler, TrainingFrames, TrainTransform
 from depth_ros.data.nyu import NyuH5
-from depth_ros.data.rosbag import RosbagRGBD
+from depth_ros.data.rosbag import USE_RECTIFIED, BagError, BagReader, RosbagRGBD
 from depth_ros.data.tum import TumRGBD
 from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD
 from depth_ros.geometry.camera import PinholeCamera
@@ -19,6 +19,9 @@ from depth_ros.stamps import match_stamps
 
 SEVEN_SCENES = "7scenes_redkitchen"
 BAG = "7scenes_redkitchen_20f_bag"
+ODOM = "7scenes_redkitchen_odom"
+COMPRESSED_TOPICS = {"rgb_topic": "/camera/color/image_raw/compressed",
+                     "depth_topic": "/camera/depth/image_raw/compressedDepth"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -67,6 +70,65 @@ def test_bag_loader_names_the_bags_topics_when_one_is_missing_or_wrong(shared_da
         RosbagRGBD(shared_data / BAG, rgb_topic="/camera/rgb/image")
     with pytest.raises(ValueError, match=r"'/ground_truth/odom' has type nav_msgs/msg/Odometry.*topics: "):
         RosbagRGBD(shared_data / BAG, depth_topic="/ground_truth/odom")
+
+
+def test_compressed_bag_frames_equal_the_tum_folders_exactly(shared_data):
+    bag = RosbagRGBD(shared_data / ODOM / "bag", **COMPRESSED_TOPICS)
+    folder = TumRGBD(shared_data / ODOM / "tum")
+    assert bag.info_topic == "/camera/color/camera_info" and bag.camera == folder.camera
+    assert len(bag) == len(folder) == 600
+    np.testing.assert_allclose(bag.stamps, folder.stamps, rtol=0, atol=1e-6)
+    for index in range(0, 600, 10):  # the same JPEG and PNG bytes: the same pixels and metres
+        from_bag, from_folder = bag[index], folder[index]
+        np.testing.assert_array_equal(from_bag.rgb, from_folder.rgb)
+        np.testing.assert_array_equal(from_bag.depth, from_folder.depth)
+        assert np.isfinite(from_bag.depth).mean() > 0.5
+
+
+def test_bag_without_depth_topic_gives_every_image_without_depth(shared_data):
+    bag = RosbagRGBD(shared_data / ODOM / "bag", rgb_topic=COMPRESSED_TOPICS["rgb_topic"], depth_topic=None)
+    folder = TumRGBD(shared_data / ODOM / "tum")
+    assert len(bag) == 600
+    frame = bag[599]
+    assert frame.depth is None and frame.camera == folder.camera
+    np.testing.assert_array_equal(frame.rgb, folder[599].rgb)
+    with pytest.raises(ValueError, match="has no depth; supervised training and evaluation need a depth"):
+        TrainTransform(input_size=70)(frame, np.random.default_rng(0))
+
+
+def test_bag_reader_indexes_by_header_stamp_and_reads_back(shared_data):
+    with BagReader(shared_data / ODOM / "bag") as bag:
+        assert bag.use_rectified is USE_RECTIFIED is True
+        refs = bag.index("/camera/depth/image_raw/compressedDepth")
+        assert len(refs) == 600 and [r.stamp_ns for r in refs] == sorted(r.stamp_ns for r in refs)
+        assert refs[30].stamp == pytest.approx(1700000001.0, abs=1e-6)
+        msg = bag.read(refs[30])
+        assert msg.format == "16UC1; compressedDepth png" and bag.decode_depth(refs[30], msg).shape == (480, 640)
+        with pytest.raises(ValueError, match=r"has type sensor_msgs/msg/CompressedImage, expected .*Odometry"):
+            bag.index("/camera/depth/image_raw/compressedDepth", ("nav_msgs/msg/Odometry",))
+
+
+def _truncated_copy(source: Path, target: Path) -> Path:
+    """A rosbag2 folder whose MCAP file is the first half of ``source``'s."""
+    target.mkdir()
+    (target / "metadata.yaml").write_bytes((source / "metadata.yaml").read_bytes())
+    mcap = next(source.glob("*.mcap"))
+    (target / mcap.name).write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    return target
+
+
+def test_truncated_bag_gives_one_bag_error_naming_it_in_every_reader(shared_data, tmp_path):
+    from depth_ros.tools.demo import bag_frames
+
+    broken = _truncated_copy(shared_data / BAG, tmp_path / "broken")
+    readers = {"training": lambda: open_rgbd(broken), "bag layer": lambda: BagReader(broken),
+               "demo": lambda: bag_frames(broken, "/camera/color/image_raw", None, None, None)}
+    for name, read in readers.items():
+        with pytest.raises(BagError) as error:
+            read()
+        message = str(error.value)
+        assert isinstance(error.value, ValueError) and "\n" not in message, name
+        assert message.startswith(f"{broken}: cannot open bag: ") and "magic is invalid" in message, name
 
 
 def test_bag_split_by_time_ranges_and_every_nth(shared_data):
@@ -137,7 +199,7 @@ def test_bag_pairs_by_stamp_within_tolerance(tmp_path, ros1):
                      max_dt=0.02)
     assert len(bag) == 3  # frame 2's depth is 50 ms off
     np.testing.assert_allclose(bag.stamps, [100.0, 100.5, 101.5])
-    assert bag.camera == PinholeCamera(20.0, 21.0, 7.5, 5.5, 16, 12)  # K: raw images
+    assert bag.camera == PinholeCamera(20.0, 21.0, 7.5, 5.5, 16, 12)  # from P (here equal to K)
     frame = bag[2]
     np.testing.assert_array_equal(frame.rgb, images[3])
     assert np.isnan(frame.depth[0, 0]) and np.all(frame.depth[1:] == 4.0)

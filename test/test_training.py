@@ -317,7 +317,7 @@ def test_self_supervised_config_errors_name_the_key(tmp_path):
     with pytest.raises(training_config.ConfigError, match="source_offsets must be a non-empty list of non-zero"):
         training_config.config_from_dict(bad)
     bad["self_supervised"] = {"poses": {"kind": "gps"}}
-    with pytest.raises(training_config.ConfigError, match="poses.kind: 'gps' is not one of odometry, tf, pose, tum"):
+    with pytest.raises(training_config.ConfigError, match="self_supervised.poses: pose source kind 'gps': choose"):
         training_config.config_from_dict(bad)
 
 

@@ -2,6 +2,8 @@
 
 Every source is an :class:`RGBDSequence` of :class:`RGBDFrame` (RGB uint8, depth float32 metres with NaN invalid,
 intrinsics as a :class:`~depth_ros.geometry.camera.PinholeCamera`); :func:`open_rgbd` picks the reader from the path.
+Bags are read through the one bag layer :class:`depth_ros.data.rosbag.BagReader`; camera poses at image stamps
+(odometry, TF, pose topics, TUM ground truth) come from :func:`depth_ros.data.poses.load_camera_trajectory`.
 """
 
 from __future__ import annotations

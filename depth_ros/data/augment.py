@@ -72,7 +72,14 @@ def color_jitter(rgb: np.ndarray, rng: np.random.Generator, aug: Augmentation) -
 
 
 def resize_frame(frame: RGBDFrame, input_size: int) -> tuple[np.ndarray, np.ndarray, PinholeCamera]:
-    """Colour (bicubic, float32 [0, 1]) and depth (nearest, NaN kept) at network size, and the matching camera."""
+    """Colour (bicubic, float32 [0, 1]) and depth (nearest, NaN kept) at network size, and the matching camera.
+
+    Raises:
+        ValueError: a frame without depth (e.g. a bag read without a depth topic): depth supervision needs it.
+    """
+    if frame.depth is None:
+        raise ValueError(f"{frame.name}: the frame has no depth; supervised training and evaluation need a depth "
+                         "source (a bag's depth_topic)")
     rgb = resize_to_network(frame.rgb, input_size)
     height, width = rgb.shape[:2]
     depth = cv2.resize(frame.depth, (width, height), interpolation=cv2.INTER_NEAREST)

@@ -15,19 +15,20 @@ from depth_ros.geometry.camera import PinholeCamera
 
 @dataclass(frozen=True)
 class RGBDFrame:
-    """One colour image with registered metric depth.
+    """One colour image, with registered metric depth when the source has depth.
 
     Attributes:
         rgb: (H, W, 3) uint8 RGB.
         depth: (H, W) float32 depth in metres along the optical axis (REP 118), NaN where invalid; registered to
-            ``rgb`` (same pixel grid).
+            ``rgb`` (same pixel grid). None for sources without depth (a bag read with ``depth_topic=None``, for
+            training from images and poses); supervised training needs it.
         camera: intrinsics of ``rgb`` (and ``depth``) at this resolution.
         stamp: seconds (the colour image's stamp).
         name: where the frame came from (file name or topic and stamp), for logs and per-frame reports.
     """
 
     rgb: np.ndarray
-    depth: np.ndarray
+    depth: np.ndarray | None
     camera: PinholeCamera
     stamp: float
     name: str
@@ -40,11 +41,13 @@ class RGBDSequence(abc.ABC):
         stamps: (N,) float64 stamps in seconds, increasing.
         names: N frame names.
         camera: intrinsics shared by all frames.
+        frame_id: the images' optical frame (header.frame_id of bag images), None when the source has none.
     """
 
     stamps: np.ndarray
     names: list[str]
     camera: PinholeCamera
+    frame_id: str | None = None
 
     def __len__(self) -> int:
         return len(self.stamps)

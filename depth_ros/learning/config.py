@@ -19,11 +19,11 @@ import yaml
 
 from depth_ros.data import FORMATS, Split
 from depth_ros.data.augment import Augmentation
+from depth_ros.data.poses import PoseSource
 from depth_ros.metrics import CROPS
 from depth_ros.models import ENCODERS
 
 TRAINABLE = ("full", "head", "norms_biases", "lora")
-POSE_KINDS = ("odometry", "tf", "pose", "tum")
 
 
 class ConfigError(ValueError):
@@ -173,48 +173,12 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
-class PoseConfig:
-    """Where the camera poses come from (:func:`depth_ros.data.poses.load_camera_trajectory`).
-
-    Attributes:
-        kind: ``odometry`` (nav_msgs/Odometry of the base on ``topic`` + the camera extrinsic from ``/tf_static``,
-            else ``camera_to_base``), ``tf`` (the bag's ``/tf`` + ``/tf_static`` chain from ``fixed_frame`` to the
-            camera frame), ``pose`` (geometry_msgs/PoseStamped on ``topic``, with the same extrinsic handling) or
-            ``tum`` (a TUM ``groundtruth.txt``, camera optical frame to world; ``topic`` is its path, default the
-            dataset folder's ``groundtruth.txt``).
-        topic: the pose topic (odometry, pose) or trajectory file (tum).
-        fixed_frame: the world frame of a ``tf`` chain (e.g. ``odom``, ``map``).
-        camera_frame: the camera's optical frame; None: the images' ``frame_id``.
-        camera_to_base: [x, y, z, roll, pitch, yaw] (m, rad) of the camera optical frame in the base frame, used
-            when the bag has no static transform for it.
-        tolerance: seconds an image stamp may lie outside the pose samples.
-        max_gap: longest pose-sample interval in seconds that is interpolated across.
-    """
-
-    kind: str = "odometry"
-    topic: str | None = "/odom"
-    fixed_frame: str = "odom"
-    camera_frame: str | None = None
-    camera_to_base: list[float] | None = None
-    tolerance: float = 0.02
-    max_gap: float = 0.5
-
-    def __post_init__(self):
-        if self.kind not in POSE_KINDS:
-            raise ConfigError(f"self_supervised.poses.kind: {self.kind!r} is not one of {', '.join(POSE_KINDS)}")
-        if self.kind in ("odometry", "pose") and not self.topic:
-            raise ConfigError(f"self_supervised.poses.topic: required for kind {self.kind}")
-        if self.camera_to_base is not None and len(self.camera_to_base) != 6:
-            raise ConfigError("self_supervised.poses.camera_to_base must be [x, y, z, roll, pitch, yaw]")
-        _positive(self, "self_supervised.poses", "tolerance", "max_gap")
-
-
-@dataclass(frozen=True)
 class SelfSupervisedConfig:
     """The photometric view-synthesis objective (:mod:`depth_ros.losses`) and how its samples are chosen.
 
     Attributes:
-        poses: the pose source.
+        poses: where the camera poses come from (:class:`~depth_ros.data.poses.PoseSource`: odometry + extrinsic,
+            a TF chain, PoseStamped or a TUM trajectory); its ``camera_frame`` defaults to the images' frame_id.
         source_offsets: source frames as frame-index offsets from the target (e.g. [-6, 6]), or None with
             ``source_baseline``.
         source_baseline: instead of offsets, the nearest earlier and later frame at least this far (metres) from
@@ -230,7 +194,7 @@ class SelfSupervisedConfig:
             sparse reference such as a few lidar returns); None keeps all.
     """
 
-    poses: PoseConfig = field(default_factory=PoseConfig)
+    poses: PoseSource = field(default_factory=PoseSource)
     source_offsets: list[int] | None = field(default_factory=lambda: [-6, 6])
     source_baseline: float | None = None
     min_translation: float = 0.01

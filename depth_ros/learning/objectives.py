@@ -10,7 +10,6 @@ either one with the same loop, states, logs and validation.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -73,7 +72,7 @@ def camera_poses(cfg: TrainConfig, source: RGBDSequence) -> tuple[np.ndarray, np
     """
     from depth_ros.data.poses import load_camera_trajectory
 
-    trajectory = load_camera_trajectory(Path(cfg.data.path), cfg.self_supervised.poses, source)
+    trajectory = load_camera_trajectory(cfg.data.path, cfg.self_supervised.poses, camera_frame=source.frame_id)
     has_pose = trajectory.covers(source.stamps)
     if not has_pose.any():
         raise PoseLookupError(f"{trajectory!r} covers none of the {len(source)} image stamps "

@@ -19,6 +19,7 @@ memoryview and 56 ms for a numpy array (rclpy iterates those element by element)
 from __future__ import annotations
 
 import array
+import struct
 
 import cv2
 import numpy as np
@@ -40,6 +41,10 @@ _COLOR_ENCODINGS = {
     "yuv422_yuy2": (2, cv2.COLOR_YUV2RGB_YUYV),
 }
 _DEPTH_ENCODINGS = {"32FC1": np.dtype(np.float32), "16UC1": np.dtype(np.uint16)}
+# image_transport compressedDepth (compressed_depth_image_transport, codec.cpp): the data starts with the ConfigHeader
+# struct {int32 format (0 = INV_DEPTH, the only one); float32 depthQuantA; float32 depthQuantB}, little-endian, then a
+# 16-bit single-channel PNG: millimetres for 16UC1, quantised inverse depth for 32FC1.
+COMPRESSED_DEPTH_HEADER = struct.Struct("<iff")
 
 # numpy dtype (little-endian) -> sensor_msgs/PointField datatype constant
 _POINT_FIELD_TYPES = {"i1": 1, "u1": 2, "i2": 3, "u2": 4, "i4": 5, "u4": 6, "f4": 7, "f8": 8}
@@ -140,13 +145,67 @@ def depth_image_to_array(msg) -> np.ndarray:
     dtype = _DEPTH_ENCODINGS.get(msg.encoding)
     if dtype is None:
         raise ValueError(f"unsupported depth encoding '{msg.encoding}' (supported: 32FC1 metres, 16UC1 millimetres)")
-    raw = _pixels(msg, "depth", 1, dtype)[..., 0]
-    if dtype == np.uint16:
-        depth = raw.astype(np.float32) * np.float32(0.001)
+    return _metres(_pixels(msg, "depth", 1, dtype)[..., 0])
+
+
+def _metres(raw: np.ndarray) -> np.ndarray:
+    """REP 118 units to metres: uint16 millimetres (0 = no measurement) or float metres; invalid (non-finite, <= 0)
+    becomes NaN. A new (H, W) float32 array. Millimetres are divided by 1000 (correctly rounded, the same float32
+    values as a TUM-format folder's depth PNGs read with depth scale 1000)."""
+    if raw.dtype.kind == "u":
+        depth = raw.astype(np.float32) / np.float32(1000.0)
     else:
         depth = raw.astype(np.float32)
     depth[~(depth > 0) | ~np.isfinite(depth)] = np.nan
     return depth
+
+
+def compressed_depth_to_array(msg) -> np.ndarray:
+    """Decode an image_transport ``compressedDepth`` sensor_msgs/CompressedImage to metres.
+
+    Layout (compressed_depth_image_transport): ``format`` is ``"<encoding>; compressedDepth png"`` (older
+    publishers: ``"<encoding>; compressedDepth"``); ``data`` is a 12-byte little-endian header (int32 compression
+    format, 0 = inverse depth, float32 depthQuantA, float32 depthQuantB) followed by a single-channel 16-bit PNG.
+
+    - ``16UC1``: the PNG holds millimetres (0 = no measurement); the header's quantisation is unused.
+    - ``32FC1``: the PNG holds quantised inverse depth ``q = depthQuantA / depth + depthQuantB``; depth is
+      ``depthQuantA / (q - depthQuantB)`` metres, ``q = 0`` is no measurement (beyond the publisher's depth_max or
+      NaN).
+
+    The RVL compression (``compressedDepth rvl``) is not supported.
+
+    Args:
+        msg: sensor_msgs/CompressedImage (rclpy or rosbags).
+
+    Returns:
+        (height, width) float32 depth in metres, NaN where invalid (REP 118, as :func:`depth_image_to_array`).
+
+    Raises:
+        ValueError: a format that is not ``16UC1`` / ``32FC1`` compressedDepth png, data no longer than the header,
+            an unknown compression format in the header, or a payload that is not a single-channel 16-bit PNG.
+    """
+    encoding, _, compression = (part.strip() for part in str(msg.format).partition(";"))
+    if encoding not in _DEPTH_ENCODINGS or compression not in ("compressedDepth png", "compressedDepth"):
+        raise ValueError(f"unsupported compressedDepth format '{msg.format}' (supported: '16UC1; compressedDepth png' "
+                         "millimetres, '32FC1; compressedDepth png' quantised inverse depth)")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size <= COMPRESSED_DEPTH_HEADER.size:
+        raise ValueError(f"compressedDepth image ('{msg.format}') has {data.size} bytes, no more than its "
+                         f"{COMPRESSED_DEPTH_HEADER.size}-byte header")
+    kind, quant_a, quant_b = COMPRESSED_DEPTH_HEADER.unpack_from(data)
+    if kind != 0:
+        raise ValueError(f"compressedDepth image ('{msg.format}') header has compression format {kind}; only 0 "
+                         "(inverse depth) exists")
+    raw = cv2.imdecode(data[COMPRESSED_DEPTH_HEADER.size:], cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
+        got = "undecodable data" if raw is None else f"{raw.dtype} {raw.shape}"
+        raise ValueError(f"compressedDepth image ('{msg.format}') payload is not a single-channel 16-bit PNG: {got}")
+    if encoding == "16UC1":
+        return _metres(raw)
+    with np.errstate(divide="ignore"):
+        depth = np.float32(quant_a) / (raw.astype(np.float32) - np.float32(quant_b))
+    depth[raw == 0] = np.nan
+    return _metres(depth)
 
 
 def stamp_ns(header) -> int:

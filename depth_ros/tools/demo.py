@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ DEFAULT_DOMAIN_ID = "42"
 NAMESPACE = "/depth_demo"
 DEMO_FRAME_ID = "demo_camera_optical_frame"
 DEFAULT_DEPTH_TOPIC = "/camera/depth/image_raw"
+GROUND_TRUTH_MAX_DT = 0.02  # s between an image and its ground-truth depth, as RosbagRGBD pairs them
 
 # Middlebury 2014 "Motorcycle" (perfect rectification) calibration at full resolution, 2964 x 2000 px (Scharstein et
 # al., GCPR 2014): cam0 focal length and principal point in px, disparity offset doffs = cx1 - cx0 in px, baseline
@@ -125,48 +127,52 @@ def bag_frames(path: Path, image_topic: str, info_topic: str | None, depth_topic
         path: the bag (see :class:`~depth_ros.tools.process_bag.BagCameraReader`).
         image_topic: sensor_msgs/Image or CompressedImage topic.
         info_topic: its CameraInfo (default: beside it).
-        depth_topic: depth registered to the images (32FC1 / 16UC1); None: :data:`DEFAULT_DEPTH_TOPIC` when the bag
-            has it, else no ground truth.
+        depth_topic: depth registered to the images (Image 32FC1 / 16UC1 or compressedDepth); None:
+            :data:`DEFAULT_DEPTH_TOPIC` when the bag has it, else no ground truth.
         limit: play at most this many frames; None: all.
 
     Returns:
         (iterator of :class:`DemoFrame`, number of frames it yields). Frames whose stamp has no depth image within
-        20 ms have no ground truth.
+        :data:`GROUND_TRUTH_MAX_DT` have no ground truth (stamps matched by :func:`depth_ros.stamps.nearest_index`).
 
     Raises:
+        BagError: the bag cannot be opened or read (one line naming the bag).
         ValueError: a topic is missing or of the wrong type (the message lists the bag's topics), or frames without
             CameraInfo (the node would publish depth only).
     """
-    from depth_ros.data.rosbag import RosbagRGBD
+    from depth_ros.data.rosbag import IMAGE_TYPES, BagReader
+    from depth_ros.stamps import nearest_index
     from depth_ros.tools.process_bag import BagCameraReader
 
     reader = BagCameraReader(path, image_topic, info_topic)
-    if depth_topic is None and any(c.topic == DEFAULT_DEPTH_TOPIC for c in reader.reader.connections):
-        depth_topic = DEFAULT_DEPTH_TOPIC
-    ground_truth = None
-    if depth_topic is not None:
-        try:
-            ground_truth = RosbagRGBD(path, rgb_topic=image_topic, depth_topic=depth_topic,
-                                      info_topic=reader.info_topic)
-        except BaseException:
-            reader.close()
-            raise
+    depth_bag, depth_refs = None, []
+    try:
+        if depth_topic is None and reader.has_topic(DEFAULT_DEPTH_TOPIC):
+            depth_topic = DEFAULT_DEPTH_TOPIC
+        if depth_topic is not None:  # a reader of its own: random access beside the image stream
+            depth_bag = BagReader(path)
+            depth_refs = depth_bag.index(depth_topic, IMAGE_TYPES)
+    except BaseException:
+        reader.close()
+        if depth_bag is not None:
+            depth_bag.close()
+        raise
+    depth_stamps = np.array([ref.stamp for ref in depth_refs])
     count = reader.frame_count if limit is None else min(limit, reader.frame_count)
 
     def frames() -> Iterator[DemoFrame]:
-        with reader:
+        with reader, depth_bag or nullcontext():
             for index, (_, frame) in enumerate(reader.frames()):
                 if index == count:
                     return
                 if frame.camera is None:
                     raise ValueError(f"{path}: no CameraInfo on {reader.info_topic} for frame "
                                      f"'{frame.header.frame_id}'")
+                match = nearest_index(depth_stamps, stamp_ns(frame.header) * 1e-9, GROUND_TRUTH_MAX_DT)
                 depth = None
-                if ground_truth is not None:
-                    stamp = stamp_ns(frame.header) * 1e-9
-                    nearest = int(np.argmin(np.abs(ground_truth.stamps - stamp)))
-                    if abs(ground_truth.stamps[nearest] - stamp) < 1e-6:
-                        depth = ground_truth[nearest].depth
+                if match is not None:
+                    ref = depth_refs[match]
+                    depth = depth_bag.decode_depth(ref, depth_bag.read(ref))
                 yield DemoFrame(frame.rgb, frame.camera, frame.header.frame_id, depth)
 
     return frames(), count

@@ -27,22 +27,20 @@ import logging
 import shutil
 import sys
 import tempfile
-from bisect import bisect_left
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm import tqdm
 
-from depth_ros.data.rosbag import CAMERA_INFO, COMPRESSED, IMAGE, default_info_topic, open_bag, topic_connections
-from depth_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_ns
+from depth_ros.data.rosbag import CAMERA_INFO, IMAGE_TYPES, USE_RECTIFIED, BagReader, default_info_topic
+from depth_ros.ros.conversions import stamp_ns
+from depth_ros.stamps import nearest_index
 from depth_ros.tools.cli import run_cli
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from depth_ros.geometry.camera import PinholeCamera
 
 log = logging.getLogger(__name__)
@@ -67,8 +65,8 @@ class CameraFrame:
     camera: PinholeCamera | None
 
 
-class BagCameraReader:
-    """Images and CameraInfo of one camera in a ROS 1 / ROS 2 bag (any storage rosbags reads).
+class BagCameraReader(BagReader):
+    """Images and CameraInfo of one camera in a ROS 1 / ROS 2 bag (a :class:`~depth_ros.data.rosbag.BagReader`).
 
     Use as a context manager. CameraInfo messages are read once up front; each image gets the one with its stamp or
     else the nearest one of its frame_id (a warning, once, when that is more than ``tolerance`` s away).
@@ -78,71 +76,43 @@ class BagCameraReader:
         image_topic: sensor_msgs/Image or sensor_msgs/CompressedImage topic.
         info_topic: its sensor_msgs/CameraInfo; default ``camera_info`` beside ``image_topic`` (for
             ``.../image_raw/compressed`` beside ``image_raw``).
-        use_rectified: intrinsics from P (rectified images) instead of K (see PinholeCamera.from_camera_info).
+        use_rectified: intrinsics from P (rectified images) or K; default
+            :data:`~depth_ros.data.rosbag.USE_RECTIFIED`.
         tolerance: seconds between image and CameraInfo stamps above which a warning is logged.
 
     Raises:
         FileNotFoundError: no such bag.
-        ValueError: unreadable bag; a missing topic or one of the wrong type (the message lists the bag's topics);
-            an invalid CameraInfo.
+        BagError: unreadable bag (a ValueError naming the bag).
+        ValueError: a missing topic or one of the wrong type (the message lists the bag's topics); an invalid
+            CameraInfo.
     """
 
     def __init__(self, path: str | Path, image_topic: str = DEFAULT_IMAGE_TOPIC, info_topic: str | None = None,
-                 use_rectified: bool = True, tolerance: float = 0.1):
-
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no such bag")
+                 use_rectified: bool = USE_RECTIFIED, tolerance: float = 0.1):
+        super().__init__(path, use_rectified)
         self.image_topic = image_topic
         self.info_topic = info_topic or default_info_topic(image_topic)
-        self.use_rectified = use_rectified
         self.tolerance = tolerance
         self._warned: set[str] = set()
-        with _bag_errors(self.path, "cannot open bag", also=(OSError,)):
-            self.reader = open_bag(self.path)
         try:
-            self.image_connections = topic_connections(self.reader, self.path, image_topic, (IMAGE, COMPRESSED))
-            self.info_connections = topic_connections(self.reader, self.path, self.info_topic, (CAMERA_INFO,))
+            self.image_connections = self.connections(image_topic, IMAGE_TYPES)
             self._cameras = self._read_cameras()
         except BaseException:
             self.close()
             raise
-
-    def __enter__(self) -> BagCameraReader:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the bag."""
-        self.reader.close()
 
     @property
     def frame_count(self) -> int:
         """Number of messages on the image topic."""
         return sum(c.msgcount for c in self.image_connections)
 
-    def _deserialize(self, connection, time_ns: int, raw):
-        with _bag_errors(self.path, f"corrupt {connection.msgtype} message on {connection.topic} at log time "
-                                    f"{time_ns / 1e9:.9f} s"):
-            return self.reader.deserialize(raw, connection.msgtype)
-
-    def _read_cameras(self) -> dict[str, tuple[list[int], list]]:
+    def _read_cameras(self) -> dict[str, tuple[np.ndarray, list]]:
         """frame_id -> (sorted stamps in ns, cameras) of every CameraInfo."""
-        from depth_ros.geometry.camera import PinholeCamera
-
         by_frame: dict[str, dict[int, object]] = {}
-        with _bag_errors(self.path, f"cannot read {self.info_topic}"):
-            for connection, time_ns, raw in self.reader.messages(connections=self.info_connections):
-                msg = self._deserialize(connection, time_ns, raw)
-                try:
-                    camera = PinholeCamera.from_camera_info(msg, use_rectified=self.use_rectified)
-                except ValueError as exc:
-                    raise ValueError(f"{self.path}: {self.info_topic} at {stamp_ns(msg.header) / 1e9:.9f} s: "
-                                     f"{exc}") from exc
-                by_frame.setdefault(msg.header.frame_id, {})[stamp_ns(msg.header)] = camera
-        return {frame_id: (sorted(items), [items[s] for s in sorted(items)]) for frame_id, items in by_frame.items()}
+        for connection, _, msg in self.topic_messages(self.info_topic, (CAMERA_INFO,)):
+            by_frame.setdefault(msg.header.frame_id, {})[stamp_ns(msg.header)] = self.camera(connection, msg)
+        return {frame_id: (np.array(sorted(items)), [items[s] for s in sorted(items)])
+                for frame_id, items in by_frame.items()}
 
     def camera_for(self, header):
         """The camera of an image with this header: same stamp, else the nearest one of its frame_id, else None."""
@@ -153,8 +123,7 @@ class BagCameraReader:
             return None
         stamps, cameras = self._cameras[header.frame_id]
         stamp = stamp_ns(header)
-        index = bisect_left(stamps, stamp)
-        nearest = min((i for i in (index - 1, index) if 0 <= i < len(stamps)), key=lambda i: abs(stamps[i] - stamp))
+        nearest = nearest_index(stamps, stamp, max_dt=np.inf)
         if abs(stamps[nearest] - stamp) > self.tolerance * 1e9:
             self._warn_once(f"stamps {header.frame_id}",
                             f"no CameraInfo with the image's stamp for frame '{header.frame_id}': using one "
@@ -173,58 +142,21 @@ class BagCameraReader:
         Raises:
             ValueError: corrupt message or an image that cannot be decoded (names topic and stamp).
         """
-
-        msg = self._deserialize(connection, time_ns, raw)
-        try:
-            rgb = compressed_to_rgb(msg) if connection.msgtype == COMPRESSED else image_to_rgb(msg)
-        except ValueError as exc:
-            raise ValueError(f"{self.path}: {connection.topic} at {stamp_ns(msg.header) / 1e9:.9f} s: {exc}") from exc
-        return CameraFrame(msg.header, rgb, self.camera_for(msg.header))
+        msg = self.deserialize(connection, time_ns, raw)
+        return CameraFrame(msg.header, self.decode_color(connection, msg), self.camera_for(msg.header))
 
     def messages(self, all_topics: bool = False) -> Iterator[tuple[object, int, object]]:
         """``(connection, log time ns, raw bytes)`` in log-time order: the image topic, or with ``all_topics`` all.
 
         Raises:
-            ValueError: the bag cannot be read (e.g. truncated).
+            BagError: the bag cannot be read (e.g. truncated).
         """
-        connections = None if all_topics else self.image_connections
-        with _bag_errors(self.path, "cannot read bag"):
-            yield from self.reader.messages(connections=connections)
+        return self.raw_messages(None if all_topics else self.image_connections)
 
     def frames(self) -> Iterator[tuple[int, CameraFrame]]:
         """``(log time ns, frame)`` of every image, in log-time order (ValueError as :meth:`decode`)."""
         for connection, time_ns, raw in self.messages():
             yield time_ns, self.decode(connection, time_ns, raw)
-
-    @property
-    def ros2_typestore(self):
-        """Typestore with the ROS 2 definitions of this bag's types: the bag's own (rosbag2) or rosbags' latest
-        ROS 2 store (ROS 1 bags, whose standard messages have the same CDR layout there)."""
-        from rosbags.typesys import Stores, get_typestore
-
-        return self.reader.typestore if self.reader.is2 else get_typestore(Stores.LATEST)
-
-    def cdr(self, connection, raw) -> bytes:
-        """A message of this bag as CDR bytes (rosbag2 data is CDR already; ROS 1 data is converted).
-
-        Raises:
-            ValueError: a ROS 1 message that does not convert (names topic and type).
-        """
-        if self.reader.is2:
-            return raw
-        with _bag_errors(self.path, f"cannot convert {connection.msgtype} on {connection.topic} to CDR"):
-            return self.ros2_typestore.ros1_to_cdr(raw, connection.msgtype)
-
-
-@contextmanager
-def _bag_errors(path: Path, what: str, also: tuple[type[Exception], ...] = ()):
-    """Turn rosbags' own exceptions (and ``also``) into a ValueError ``<path>: <what>: <error>``."""
-    try:
-        yield
-    except Exception as exc:
-        if not (type(exc).__module__.startswith("rosbags") or isinstance(exc, also)):
-            raise
-        raise ValueError(f"{path}: {what}: {exc}") from exc
 
 
 @dataclass
