@@ -21,7 +21,8 @@ import torch
 
 from depth_ros.losses import silog_loss
 
-METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3", "silog")
+METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3", "silog",
+                "median_ratio")
 ALIGN_MODES = ("none", "median", "scale_shift")
 CROPS = ("eigen", "garg", "nyu")
 
@@ -75,7 +76,8 @@ def depth_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
         gt: (N,) ground-truth depth, > 0.
 
     Returns:
-        dict name -> float (``rmse`` in metres, the others unitless).
+        dict name -> float (``rmse`` in metres, the others unitless). ``median_ratio`` is the median of
+        prediction / ground truth: the metric scale error (1 is exact; 1.3 is 30 % too far).
 
     Raises:
         ValueError: if the arrays differ in shape or are empty.
@@ -98,6 +100,7 @@ def depth_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
         "delta2": float(np.mean(ratio < 1.25**2)),
         "delta3": float(np.mean(ratio < 1.25**3)),
         "silog": float(silog_loss(torch.from_numpy(p), torch.from_numpy(g), torch.ones(p.shape, dtype=torch.bool))),
+        "median_ratio": float(np.median(p / g)),
     }
 
 

@@ -37,6 +37,7 @@ EXPECTED = {
     "delta3": 3 / 4,
     # d = ln g - ln p: mean(d^2) = 0.214797, mean(d) = -0.0192405 -> sqrt(0.214797 - 0.5 * 0.0192405^2)
     "silog": math.sqrt(0.214797 - 0.5 * 0.0192405**2),
+    "median_ratio": (1.0 + 1.2) / 2,  # ratios 0.5, 1, 1.2, 1.8
 }
 
 

@@ -158,7 +158,7 @@ def test_evaluate_cli_reproduces_the_training_validation_of_the_best_checkpoint(
                           "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "summary.json").read_text())
     assert set(result) == {"abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3", "silog",
-                           "n_frames"}
+                           "median_ratio", "n_frames"}
     assert result["n_frames"] == 2
     for key in ("abs_rel", "rmse", "delta1", "silog"):
         assert result[key] == pytest.approx(summary["best"][key], rel=1e-5), key
