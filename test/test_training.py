@@ -352,3 +352,16 @@ def test_parameter_subsets_train_only_their_part_and_save_the_plain_layout(train
         assert all(k.endswith("bias") or "norm" in k for k in changed)
     else:
         assert all(k.startswith("pretrained.") and k.endswith("weight") for k in changed)
+
+
+def test_photometric_run_on_a_bag_without_depth_uses_odometry_and_tf_static(shared_data, tmp_path):
+    bag = shared_data / "7scenes_redkitchen_odom" / "bag"
+    config = photometric_config(bag, tmp_path, data={"rgb_topic": "/camera/color/image_raw/compressed",
+                                                     "depth_topic": None})
+    config["self_supervised"]["poses"] = {"kind": "odometry", "topic": "/odom"}
+    summary = engine.train(training_config.config_from_dict(config), objective="photometric")
+    assert summary["finished"] and summary["train_samples"] == 6
+    assert "best" not in summary and "baseline_gt_median" not in summary  # nothing to score against
+    assert DepthEstimator.from_checkpoint(tmp_path / "best.pth", device="cpu").metadata.input_size == 42
+    with pytest.raises(ValueError, match="supervised training needs depth labels"):
+        engine.train(training_config.config_from_dict(config | {"run": {"output_dir": str(tmp_path / "sup")}}))

@@ -304,6 +304,9 @@ class TrainingRun:
                             total_steps=self.total_steps, checkpoint=str((self.out / BEST).resolve()))
         if hasattr(self.objective, "selection"):
             self.summary["dropped_targets"] = dict(self.objective.selection.dropped)
+        self.labelled = self.source[self.val_indices[0]].depth is not None  # validation metrics possible
+        if not self.labelled:
+            log.warning("the validation frames have no depth: no metrics; best.pth holds the latest weights")
         self.show_progress = show_progress and self.accelerator.is_local_main_process
         self.started = time.monotonic()
 
@@ -318,10 +321,14 @@ class TrainingRun:
         save_training_state(self.accelerator, self.out, self.progress, self.cfg.run.keep_states)
 
     def validate(self) -> dict[str, float] | None:
-        """Validation metrics of the current weights (main process); a new best AbsRel writes ``best.pth``."""
+        """Validation metrics of the current weights (main process); a new best AbsRel writes ``best.pth`` (without
+        depth in the validation frames, every validation writes it)."""
         if not self.accelerator.is_main_process:
             return None
         model = self.accelerator.unwrap_model(self.model)
+        if not self.labelled:
+            save_checkpoint(self.out / BEST, deployable_state_dict(model), self.metadata)
+            return None
         metrics = validate(model, self.metadata, self.source, self.val_indices, self.cfg, self.accelerator.device)
         step = self.progress.step
         self.accelerator.log({f"val/{k}": v for k, v in metrics.items() if k in METRIC_NAMES}, step=step)
@@ -426,7 +433,7 @@ class TrainingRun:
         from tqdm.auto import tqdm
 
         seconds_before = self.summary.get("train_seconds", 0.0)
-        if self.accelerator.is_main_process and not resume:
+        if self.accelerator.is_main_process and not resume and self.labelled:
             self.summary["baseline_gt_median"] = median_baseline_metrics(self.source, self.val_indices, self.cfg)
             log.info("baseline (each frame's GT median everywhere): %s",
                      short_metrics(self.summary["baseline_gt_median"]))
