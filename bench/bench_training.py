@@ -14,12 +14,12 @@ fp32 supervised loop measured in this run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -27,7 +27,7 @@ from depth_ros.checkpoints import network_size
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.transform import pose_matrix
 from depth_ros.learning.config import SelfSupervisedConfig, load_config
-from depth_ros.learning.objectives import PhotometricObjective, SupervisedObjective
+from depth_ros.learning.objectives import photometric_loss, supervised_loss
 from depth_ros.learning.trainable import build_optimizer, build_training_model, prepare_trainable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,16 +56,13 @@ def _batches(cfg, steps: int) -> dict[str, list[dict]]:
     }
 
 
-def _objectives(cfg) -> dict:
-    """The trainers' objectives without a dataset behind them (only ``loss`` is used)."""
-    size = cfg.data.input_size
-    height, width = network_size(480, 640, size)
-    silog = SupervisedObjective.__new__(SupervisedObjective)
-    silog.cfg = cfg
-    photometric = PhotometricObjective.__new__(PhotometricObjective)
-    photometric.cfg = SimpleNamespace(self_supervised=SelfSupervisedConfig(), data=cfg.data, max_depth=cfg.max_depth)
-    photometric.dataset = SimpleNamespace(camera=PinholeCamera(585, 585, 320, 240, 640, 480).resized(width, height))
-    return {"silog": silog, "photometric": photometric}
+def _losses(cfg) -> dict:
+    """Batch -> loss functions of the two trainers (the objectives' own code, without a dataset behind them)."""
+    height, width = network_size(480, 640, cfg.data.input_size)
+    camera = PinholeCamera(585, 585, 320, 240, 640, 480).resized(width, height)
+    photometric_cfg = dataclasses.replace(cfg, self_supervised=SelfSupervisedConfig())
+    return {"silog": lambda model, batch, cl: supervised_loss(model, batch, cfg, cl),
+            "photometric": lambda model, batch, cl: photometric_loss(model, batch, camera, photometric_cfg, cl)[0]}
 
 
 def main() -> int:
@@ -76,7 +73,7 @@ def main() -> int:
     args = parser.parse_args()
     cfg = load_config(args.config)
     torch.manual_seed(0)
-    batches, objectives = _batches(cfg, args.steps), _objectives(cfg)
+    batches, losses = _batches(cfg, args.steps), _losses(cfg)
 
     runs = {}
     for name, (objective, dtype, channels_last) in VARIANTS.items():
@@ -91,7 +88,7 @@ def main() -> int:
         objective, model, optimizer, dtype, channels_last = runs[name]
         for batch in batches[objective]:
             with torch.autocast("cpu", dtype=dtype) if dtype else nullcontext():
-                loss, _ = objectives[objective].loss(model, batch, channels_last)
+                loss = losses[objective](model, batch, channels_last)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm or float("inf"))
             optimizer.step()

@@ -58,7 +58,14 @@ class SupervisedObjective:
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
              channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
         """SiLog loss of one batch on its valid pixels; no extra statistics."""
-        return _silog_term(model(_network_input(batch, channels_last)), batch["depth"], self.cfg), {}
+        return supervised_loss(model, batch, self.cfg, channels_last), {}
+
+
+def supervised_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: TrainConfig,
+                    channels_last: bool = False) -> torch.Tensor:
+    """SiLog loss of one batch (``image`` (B, 3, S, S) normalised, ``depth`` (B, S, S) metres NaN invalid) on the
+    pixels inside ``[data.min_depth, max_depth]``; 0-dim."""
+    return _silog_term(model(_network_input(batch, channels_last)), batch["depth"], cfg)
 
 
 def camera_poses(cfg: TrainConfig, source: RGBDSequence) -> tuple[np.ndarray, np.ndarray]:
@@ -116,16 +123,36 @@ class PhotometricObjective:
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
              channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
         """Photometric loss (+ SiLog where depth is given and ``silog_weight`` > 0); statistics for the log."""
-        ss = self.cfg.self_supervised
-        out = model(_network_input(batch, channels_last))
-        depths = [d.float() for d in out] if isinstance(out, (list, tuple)) else [out.float()[:, None]]
-        loss, stats = self_supervised_loss(batch["target"], batch["sources"], depths, self.dataset.camera,
-                                           batch["target_to_sources"], ss.automask, ss.smoothness_weight)
-        if ss.silog_weight > 0 and torch.isfinite(batch["depth"]).any():
-            silog = _silog_term(depths[0][:, 0], batch["depth"], self.cfg)
-            loss = loss + ss.silog_weight * silog
-            stats["silog"] = float(silog.detach())
-        return loss, stats
+        return photometric_loss(model, batch, self.dataset.camera, self.cfg, channels_last)
+
+
+def photometric_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], camera, cfg: TrainConfig,
+                     channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """The photometric objective of one batch (:class:`~depth_ros.data.posed.PosedFrames` layout): the model's
+    depth (every scale of a multi-scale model) through :func:`depth_ros.losses.self_supervised_loss` with the
+    settings of ``cfg.self_supervised``, plus its SiLog term on the batch's depth when ``silog_weight`` > 0.
+    Shared by the offline trainer and the online adaptation.
+
+    Args:
+        model: the depth network (metres out).
+        batch: ``image``, ``target``, ``sources``, ``target_to_sources`` and ``depth`` tensors.
+        camera: :class:`~depth_ros.geometry.camera.PinholeCamera` of the images at network size.
+        cfg: ``self_supervised`` section (and ``data`` / ``max_depth`` for the SiLog term).
+        channels_last: feed the network channels_last input.
+
+    Returns:
+        (0-dim loss, statistics: photometric, smoothness, kept and, with the SiLog term, silog).
+    """
+    ss = cfg.self_supervised
+    out = model(_network_input(batch, channels_last))
+    depths = [d.float() for d in out] if isinstance(out, (list, tuple)) else [out.float()[:, None]]
+    loss, stats = self_supervised_loss(batch["target"], batch["sources"], depths, camera, batch["target_to_sources"],
+                                       ss.automask, ss.smoothness_weight)
+    if ss.silog_weight > 0 and torch.isfinite(batch["depth"]).any():
+        silog = _silog_term(depths[0][:, 0], batch["depth"], cfg)
+        loss = loss + ss.silog_weight * silog
+        stats["silog"] = float(silog.detach())
+    return loss, stats
 
 
 def build_objective(kind: str, cfg: TrainConfig, source: RGBDSequence, train_indices: list[int]):
