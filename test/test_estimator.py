@@ -19,16 +19,15 @@ from depth_ros.checkpoints import (
 )
 from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD, DepthEstimator
 from depth_ros.models import DepthAnythingV2
+from depth_ros.testing import random_checkpoint
 
 SMALL_INPUT = 70
 
 
 @pytest.fixture(scope="module")
 def metric_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "metric_vits.pth"
-    return save_checkpoint(path, DepthAnythingV2("vits", "metric", 20.0),
-                           CheckpointMetadata("vits", "metric", 20.0, SMALL_INPUT, train_focal_px=150.0))
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "metric_vits.pth", input_size=SMALL_INPUT,
+                             train_focal_px=150.0)
 
 
 @pytest.fixture(scope="module")

@@ -10,41 +10,30 @@ of an analytic scene are checked without ROS in test_pipeline.py.
 
 import copy
 import math
-import os
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.occupancy import OCCUPIED, GridSpec
 from depth_ros.geometry.pointcloud import unpack_rgb
 from depth_ros.geometry.transform import transform_points
 from depth_ros.metrics import evaluate_depth
-from depth_ros.models import DepthAnythingV2
 from depth_ros.pipeline import pose_matrix
-from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array
+from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array, stamp_ns
 from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE
+from depth_ros.testing import NodeHarness, random_checkpoint
 
-NODE_SCRIPT = Path(sys.executable).with_name("depth_node")
 BAG = "7scenes_redkitchen_20f_bag"
-WAIT = 90.0  # s: bound of every wait (generous: the CPU is shared with the other tests)
-OUTPUTS = ("depth", "depth/camera_info", "points", "occupancy", "/diagnostics")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("node_checkpoint") / "metric_vits.pth"
-    return save_checkpoint(path, DepthAnythingV2("vits", "metric", 20.0),
-                           CheckpointMetadata("vits", "metric", 20.0, 518, train_focal_px=400.0))
+    # focal correction makes the random depth about 2 m, so the 5 m grid range sees obstacles
+    return random_checkpoint(tmp_path_factory.mktemp("node_checkpoint") / "metric_vits.pth", train_focal_px=400.0)
 
 
 @pytest.fixture(scope="module")
@@ -66,144 +55,9 @@ def bag(shared_data) -> dict[str, list]:
             "depth": messages["/camera/depth/image_raw"]}
 
 
-def _stamp_ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-
-def _ros_value(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(repr(float(v)) for v in value) + "]"
-    return str(value)
-
-
-class NodeHarness:
-    """A depth_node process plus an in-process rclpy peer that feeds it and records its outputs by stamp."""
-
-    def __init__(self, params: dict, log_path: Path, namespace: str, compressed: bool = False,
-                 reliable: bool = False):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from nav_msgs.msg import OccupancyGrid
-        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-
-        env = dict(os.environ, RCUTILS_LOGGING_BUFFERED_STREAM="0", RCUTILS_COLORIZED_OUTPUT="0")
-        args = [str(NODE_SCRIPT), "--ros-args", "-r", f"__ns:={namespace}"]
-        for name, value in params.items():
-            args += ["-p", f"{name}:={_ros_value(value)}"]
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("depth_node_tester", namespace=namespace, context=self.context)
-        self.received = {topic: {} for topic in OUTPUTS}
-        self.diagnostics = []
-        self._changed = threading.Condition()
-        reliable_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        types = {"depth": Image, "depth/camera_info": CameraInfo, "points": PointCloud2,
-                 "occupancy": OccupancyGrid, "/diagnostics": DiagnosticArray}
-        self._subscriptions = [
-            self.node.create_subscription(kind, topic, lambda msg, topic=topic: self._record(topic, msg), reliable_qos)
-            for topic, kind in types.items()
-        ]
-        self.image_type = CompressedImage if compressed else Image
-        self.image_topic = "image/compressed" if compressed else "image"
-        input_qos = reliable_qos if reliable else qos_profile_sensor_data
-        self.image_pub = self.node.create_publisher(self.image_type, self.image_topic, input_qos)
-        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", input_qos)
-        self.reference_pub = self.node.create_publisher(Image, "reference_depth", input_qos)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spinner.start()
-        self._wait_until(
-            lambda: self.image_pub.get_subscription_count() > 0 and self.info_pub.get_subscription_count() > 0
-            and all(s.get_publisher_count() > 0 for s in self._subscriptions),
-            "the node to start and match every topic")
-        time.sleep(0.5)  # the node's side of discovery: it publishes only to subscribers it has seen
-
-    def _record(self, topic: str, msg) -> None:
-        with self._changed:
-            if topic == "/diagnostics":
-                values = {kv.key: kv.value for status in msg.status for kv in status.values}
-                values["_message"] = msg.status[0].message
-                self.diagnostics.append((time.monotonic(), values))
-            else:
-                self.received[topic][_stamp_ns(msg.header)] = msg
-            self._changed.notify_all()
-
-    def unsubscribe(self, suffixes: tuple[str, ...]) -> None:
-        """Destroy the output subscriptions whose topic ends with one of ``suffixes``."""
-        for subscription in [s for s in self._subscriptions if s.topic_name.endswith(suffixes)]:
-            self._subscriptions.remove(subscription)
-            self.node.destroy_subscription(subscription)
-
-    def log(self, start: int = 0) -> str:
-        return self.log_path.read_bytes()[start:].decode(errors="replace")
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size
-
-    def _wait_until(self, condition, what: str, timeout: float = WAIT) -> None:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not condition():
-                if self.process.poll() is not None:
-                    pytest.fail(f"depth_node exited ({self.process.returncode}) waiting for {what}:\n{self.log()}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"no {what} within {timeout:.0f} s; node log:\n{self.log()[-3000:]}")
-                self._changed.wait(timeout=0.1)
-
-    def now(self):
-        return self.node.get_clock().now().to_msg()
-
-    def send(self, image=None, info=None, reference=None, stamp=None, frame_id=None, settle=0.1):
-        """Publish copies of the messages with one stamp (default: now) and frame_id; returns the stamp in ns.
-
-        CameraInfo and reference depth go first and the image ``settle`` seconds later, so the node has them when
-        it takes the image (messages on different topics have no guaranteed order).
-        """
-        stamp = self.now() if stamp is None else stamp
-        for publisher, msg in ((self.info_pub, info), (self.reference_pub, reference), (self.image_pub, image)):
-            if msg is not None:
-                msg = copy.deepcopy(msg)
-                msg.header.stamp = stamp
-                msg.header.frame_id = msg.header.frame_id if frame_id is None else frame_id
-                if publisher is self.image_pub and (info is not None or reference is not None):
-                    time.sleep(settle)
-                publisher.publish(msg)
-        return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-    def outputs(self, stamp: int, topics=("depth", "depth/camera_info", "points", "occupancy")) -> dict:
-        """The messages on ``topics`` with this stamp, waiting for them."""
-        self._wait_until(lambda: all(stamp in self.received[t] for t in topics),
-                         f"{', '.join(topics)} for stamp {stamp}")
-        return {topic: self.received[topic][stamp] for topic in topics}
-
-    def wait_for_log(self, text: str, start: int) -> None:
-        self._wait_until(lambda: text in self.log(start), f"log line containing {text!r}")
-
-    def latest_diagnostics(self, condition, what: str, after: float | None = None) -> dict:
-        """Values of the newest /diagnostics status that satisfies ``condition`` (received after ``after``)."""
-        after = -math.inf if after is None else after
-        self._wait_until(lambda: self.diagnostics and self.diagnostics[-1][0] > after
-                         and condition(self.diagnostics[-1][1]), what)
-        return self.diagnostics[-1][1]
-
-    def close(self) -> None:
-        self.process.send_signal(2)  # SIGINT: the node shuts down cleanly
-        try:
-            returncode = self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            returncode = self.process.wait()
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        assert returncode == 0, f"depth_node exited with {returncode}:\n{self.log()[-3000:]}"
+def _close(harness: NodeHarness) -> None:
+    returncode = harness.close()
+    assert returncode == 0, f"depth_node exited with {returncode}:\n{harness.log()[-3000:]}"
 
 
 # --------------------------------------------------------------------------------------------- default parameters
@@ -218,7 +72,7 @@ def node(checkpoint, bag, tmp_path_factory):
     harness = NodeHarness({"checkpoint": str(checkpoint), **NODE_PARAMS},
                           tmp_path_factory.mktemp("node") / "depth_node.log", "/e2e")
     yield harness
-    harness.close()
+    _close(harness)
 
 
 @pytest.mark.xdist_group("depth_node_defaults")
@@ -228,7 +82,7 @@ class TestDefaultNode:
         out = node.outputs(node.send(image, info))
         depth = out["depth"]
         assert depth.header.frame_id == image.header.frame_id == "camera_optical_frame"
-        assert _stamp_ns(depth.header) == _stamp_ns(out["points"].header) == _stamp_ns(out["occupancy"].header)
+        assert stamp_ns(depth.header) == stamp_ns(out["points"].header) == stamp_ns(out["occupancy"].header)
         assert (depth.encoding, depth.width, depth.height, depth.step) == ("32FC1", 640, 480, 640 * 4)
         values = depth_image_to_array(depth)
         assert np.isfinite(values).any() and np.nanmin(values) >= 0.1 and np.nanmax(values) <= 20.0
@@ -333,7 +187,7 @@ class TestDefaultNode:
         out = node.outputs(node.send(image, info))
         assert out["depth"].width == 640
         assert bad_stamp not in node.received["depth"]
-        assert node.process.poll() is None
+        assert node.node_process.process.poll() is None
 
     @pytest.mark.parametrize("problem", ["zero focal", "nan focal", "size"])
     def test_bad_camera_info_is_dropped_and_the_last_good_one_used(self, node, bag, problem):
@@ -385,9 +239,9 @@ SCALED_PARAMS = {"input_size": 70, "use_compressed": True, "reliable_input": Tru
 def scaled_node(checkpoint, bag, tmp_path_factory):
     harness = NodeHarness({"checkpoint": str(checkpoint), **SCALED_PARAMS},
                           tmp_path_factory.mktemp("scaled_node") / "depth_node.log", "/e2e_scaled", compressed=True,
-                          reliable=True)
+                          reliable_input=True)
     yield harness
-    harness.close()
+    _close(harness)
 
 
 def _compressed(image, fmt: str):

@@ -6,10 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
-from depth_ros.models import DepthAnythingV2
+from depth_ros.testing import random_checkpoint
 
 NODE_SCRIPT = Path(sys.executable).with_name("depth_node")
 
@@ -17,9 +15,7 @@ NODE_SCRIPT = Path(sys.executable).with_name("depth_node")
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("startup_checkpoints")
-    torch.manual_seed(0)
-    relative = save_checkpoint(folder / "relative.pth", DepthAnythingV2("vits", "relative", 1.0),
-                               CheckpointMetadata("vits", "relative", 1.0))
+    relative = random_checkpoint(folder / "relative.pth", head="relative", max_depth=1.0)
     truncated = folder / "truncated.pth"
     truncated.write_bytes(relative.read_bytes()[:4096])
     return {"relative": relative, "truncated": truncated, "missing": folder / "missing.pth"}

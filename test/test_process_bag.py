@@ -5,12 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from rosbags.highlevel import AnyReader
 
-from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
 from depth_ros.geometry.camera import PinholeCamera
-from depth_ros.models import DepthAnythingV2
 from depth_ros.pipeline import DepthPipeline, pose_matrix
 from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array, image_to_rgb
 from depth_ros.ros.params import NodeConfig
@@ -20,16 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 BAG = "7scenes_redkitchen_20f_bag"
 IMAGE_TOPIC = "/camera/color/image_raw"
 INPUT_SIZE = 70
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("process_bag") / "random_vits.pth"
-    with torch.random.fork_rng():
-        torch.manual_seed(0)  # the same random depth (about 9 m) in every run
-        model = DepthAnythingV2("vits")
-    save_checkpoint(path, model, CheckpointMetadata("vits", "metric", 20.0, 518, None))
-    return path
 
 
 @pytest.fixture(scope="module")
