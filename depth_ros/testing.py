@@ -14,6 +14,7 @@ creating a harness (test/conftest.py and the demo do); the node process inherits
 from __future__ import annotations
 
 import copy
+import io
 import math
 import os
 import signal
@@ -57,6 +58,16 @@ def random_checkpoint(path: str | os.PathLike, encoder: str = "vits", input_size
         torch.manual_seed(seed)
         model = DepthAnythingV2(encoder, head, max_depth)
     return save_checkpoint(path, model, CheckpointMetadata(encoder, head, max_depth, input_size, train_focal_px))
+
+
+def large_png(width: int = 10_000, height: int = 10_000) -> bytes:
+    """A real, valid PNG file of ``width`` x ``height`` black pixels that is small on disk (1 bit per pixel, deflated:
+    about 12 kB for 10000 x 10000) but decodes to ``3 * width * height`` bytes of RGB: a decompression-bomb input."""
+    from PIL import Image as PillowImage
+
+    buffer = io.BytesIO()
+    PillowImage.new("1", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def ros_value(value) -> str:
