@@ -154,6 +154,36 @@ def align_prediction(
     return 1.0 / np.maximum(s * disparity + t, 1.0 / max_depth)
 
 
+def reference_at(reference: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A reference depth map brought to ``shape`` by one integer factor (nearest neighbour), never stretched.
+
+    A registered depth camera often runs at an integer fraction or multiple of the colour resolution; any other
+    size difference (another aspect ratio, a crop) means the pixels do not correspond, and scoring them would be
+    silently wrong.
+
+    Args:
+        reference: (h, w) depth in m, NaN where invalid.
+        shape: (H, W) of the prediction.
+
+    Returns:
+        (H, W) view or copy of ``reference`` (the same array when the shapes already agree).
+
+    Raises:
+        ValueError: the shapes are not related by one integer factor on both axes.
+    """
+    (height, width), (target_height, target_width) = reference.shape, shape
+    if (height, width) == (target_height, target_width):
+        return reference
+    if target_height % height == 0 and target_width % width == 0 and target_height // height == target_width // width:
+        factor = target_height // height
+        return np.repeat(np.repeat(reference, factor, axis=0), factor, axis=1)
+    if height % target_height == 0 and width % target_width == 0 and height // target_height == width // target_width:
+        factor = height // target_height
+        return reference[::factor, ::factor]
+    raise ValueError(f"reference depth of {width}x{height} px is not an integer scaling of the {target_width}x"
+                     f"{target_height} px depth (another aspect ratio or a crop): not scored")
+
+
 def evaluate_depth(
     pred: np.ndarray,
     gt: np.ndarray,

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from builtin_interfaces.msg import Time
 
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.occupancy import OCCUPIED, GridSpec
@@ -23,9 +24,16 @@ from depth_ros.geometry.pointcloud import unpack_rgb
 from depth_ros.geometry.transform import transform_points
 from depth_ros.metrics import evaluate_depth
 from depth_ros.pipeline import pose_matrix
-from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array, stamp_ns
+from depth_ros.ros.conversions import (
+    cloud_msg_to_array,
+    depth_image_to_array,
+    depth_to_image_msg,
+    rgb_to_image_msg,
+    stamp_ns,
+)
+from depth_ros.ros.depth_node import LOG_PERIOD
 from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE
-from depth_ros.testing import NodeHarness, random_checkpoint
+from depth_ros.testing import NodeHarness, large_png, random_checkpoint
 
 BAG = "7scenes_redkitchen_20f_bag"
 
@@ -64,7 +72,7 @@ def _close(harness: NodeHarness) -> None:
 # The camera 0.3 m ahead of and 1 m left of base_link, turned 0.4 rad to the left: no symmetry hides a flipped grid.
 CAMERA_TO_BASE = [0.3, 1.0, 0.5, DEFAULT_CAMERA_TO_BASE[3], 0.0, DEFAULT_CAMERA_TO_BASE[5] + 0.4]
 NODE_PARAMS = {"input_size": 70, "use_reference_depth": True, "diagnostics_period": 0.5,
-               "camera_to_base": CAMERA_TO_BASE}
+               "camera_to_base": CAMERA_TO_BASE, "max_image_pixels": 640 * 480}  # exactly the bag's images
 
 
 @pytest.fixture(scope="class")
@@ -162,7 +170,7 @@ class TestDefaultNode:
             assert out["depth/camera_info"].header.frame_id == "late_camera" and out["points"].height == 480
         assert node.log(start).count("no CameraInfo with the image's stamp for frame 'late_camera'") == 1
 
-    @pytest.mark.parametrize("problem", ["encoding", "short data", "zero size", "backwards stamp"])
+    @pytest.mark.parametrize("problem", ["encoding", "short data", "zero size", "backwards stamp", "too large"])
     def test_bad_image_is_dropped_with_a_named_error_and_the_next_is_processed(self, node, bag, problem):
         image, info = bag["image"][0], bag["info"][0]
         bad = copy.deepcopy(image)
@@ -176,6 +184,10 @@ class TestDefaultNode:
             bad.width = bad.height = bad.step = 0
             bad.data = []
             expected_log = "zero size"
+        elif problem == "too large":  # one pixel wider than max_image_pixels allows
+            rgb = np.frombuffer(bytes(image.data), np.uint8).reshape(480, 640, 3)
+            bad = rgb_to_image_msg(np.ascontiguousarray(np.pad(rgb, ((0, 0), (0, 1), (0, 0)))), image.header)
+            expected_log = "color image is 641x480 = 307680 px, more than the limit of 307200 px (max_image_pixels)"
         else:
             stamp = node.now()
             stamp.sec -= 10
@@ -202,13 +214,63 @@ class TestDefaultNode:
             expected_log = "invalid focal length fx=nan"
         else:
             bad.width, bad.height = 320, 240
-            expected_log = "CameraInfo describes a 320x240 image (after binning/ROI) but the image is 640x480"
+            expected_log = ("does not fit this image: CameraInfo describes a 320x240 image (after binning/ROI) but "
+                            "the image is 640x480; using the latest one of its size")
         start = node.log_size()
         out = node.outputs(node.send(image, bad))
         node.wait_for_log(expected_log, start)
-        assert "dropping CameraInfo" in node.log(start)
         np.testing.assert_allclose(np.reshape(out["depth/camera_info"].k, (3, 3)), np.reshape(info.k, (3, 3)))
         assert out["points"].width == 640
+
+    def test_a_repeated_problem_is_logged_once_per_period_with_a_count(self, node, bag):
+        image = rgb_to_image_msg(np.zeros((16, 16, 3), np.uint8), bag["image"][0].header)
+        rejected = int(node.latest_diagnostics(lambda d: True, "diagnostics")["rejected messages"])
+        start, started = node.log_size(), time.monotonic()
+        now = node.node.get_clock().now().nanoseconds
+        for back in range(1, 301):  # each stamp 1 ms before the previous: 300 different texts, one kind of problem
+            sec, nanosec = divmod(now - back * 1_000_000, 1_000_000_000)
+            node.send(image, stamp=Time(sec=sec, nanosec=nanosec))
+            time.sleep(0.005)  # paced, so that the best-effort input queue (depth 5) loses few of them
+        elapsed = time.monotonic() - started
+        node.outputs(node.send(bag["image"][0], bag["info"][0]))  # the node took the burst and answers again
+        values = node.latest_diagnostics(lambda d: int(d["rejected messages"]) >= rejected + 50, "the burst counted")
+        # at most one line per LOG_PERIOD (none if an earlier test logged this problem less than LOG_PERIOD ago)
+        lines = [line for line in node.log(start).splitlines() if "stamps going backwards" in line]
+        assert len(lines) <= 1 + elapsed / LOG_PERIOD < int(values["rejected messages"]) - rejected, lines
+
+    def test_an_image_of_another_size_keeps_the_camera_info_for_the_next_frames(self, node, bag):
+        image, info = bag["image"][1], bag["info"][1]
+        node.outputs(node.send(image, info, frame_id="resized_camera"))
+        rgb = np.frombuffer(bytes(image.data), np.uint8).reshape(480, 640, 3)
+        small = rgb_to_image_msg(cv2.resize(rgb, (320, 240), interpolation=cv2.INTER_AREA), image.header)
+        start = node.log_size()
+        stamp = node.send(small, frame_id="resized_camera")  # no CameraInfo of its size
+        assert node.outputs(stamp, ("depth",))["depth"].width == 320
+        node.wait_for_log("CameraInfo for frame 'resized_camera' does not fit this image", start)
+        out = node.outputs(node.send(image, frame_id="resized_camera"))  # the 640x480 CameraInfo is still there
+        assert out["points"].width == 640 and stamp not in node.received["points"]
+
+    def test_reference_depth_of_another_aspect_ratio_is_not_scored(self, node, bag):
+        before = int(node.latest_diagnostics(lambda d: True, "diagnostics").get("accuracy frames", 0))
+        cropped = copy.deepcopy(bag["depth"][0])
+        cropped.height = 100  # 640x100: the first 100 rows of a 640x480 reference
+        cropped.data = cropped.data[: cropped.step * 100]
+        start = node.log_size()
+        node.outputs(node.send(bag["image"][0], bag["info"][0], reference=cropped))
+        node.wait_for_log("dropping reference_depth: reference depth of 640x100 px is not an integer scaling of the "
+                          "640x480 px depth", start)
+        assert "[WARN]" in next(line for line in node.log(start).splitlines() if "reference_depth" in line)
+        reference = depth_image_to_array(bag["depth"][1])
+        half = depth_to_image_msg(reference[::2, ::2], bag["depth"][1].header)  # 320x240: integer scaling, scored
+        node.outputs(node.send(bag["image"][1], bag["info"][1], reference=half))
+        values = node.latest_diagnostics(lambda d: int(d.get("accuracy frames", 0)) > before, "a scored frame")
+        assert int(values["accuracy frames"]) == before + 1, "the cropped reference must not be scored"
+
+    def test_empty_frame_id_is_processed_with_a_warning(self, node, bag):
+        start = node.log_size()
+        depth = node.outputs(node.send(bag["image"][2], frame_id=""), ("depth",))["depth"]
+        assert depth.header.frame_id == ""
+        node.wait_for_log("image has an empty frame_id", start)
 
     def test_frames_faster_than_inference_newest_wins(self, node, bag):
         start = time.monotonic()
@@ -255,6 +317,17 @@ def _compressed(image, fmt: str):
 
 @pytest.mark.xdist_group("depth_node_scaled")
 class TestCompressedScaledNode:
+    def test_an_unset_stamp_gives_no_latency_from_stamp(self, scaled_node, bag):
+        # First test of this node: a stamp of 0 after any other stamp would be dropped as going backwards.
+        compressed, _ = _compressed(bag["image"][0], "png")
+        start = scaled_node.log_size()
+        scaled_node.outputs(scaled_node.send(compressed, bag["info"][0], stamp=Time()), ("depth",))
+        scaled_node.wait_for_log("image stamp is 0 (unset)", start)
+        values = scaled_node.latest_diagnostics(lambda d: "inference (ms)" in d, "diagnostics of the frame")
+        assert "latency from stamp (ms)" not in values
+        scaled_node.outputs(scaled_node.send(compressed, bag["info"][0]), ("depth",))
+        scaled_node.latest_diagnostics(lambda d: "latency from stamp (ms)" in d, "a stamped frame's latency")
+
     def test_png_input_gives_half_size_depth_and_scaled_camera_info(self, scaled_node, bag):
         compressed, _ = _compressed(bag["image"][0], "png")
         out = scaled_node.outputs(scaled_node.send(compressed, bag["info"][0]))
@@ -293,8 +366,20 @@ class TestCompressedScaledNode:
         broken.data = b"\xff\xd8 this is not a jpeg"
         start = scaled_node.log_size()
         bad_stamp = scaled_node.send(broken, bag["info"][2])
-        scaled_node.wait_for_log("dropping image: cannot decode compressed image (format 'jpg'", start)
+        scaled_node.wait_for_log("dropping image: cannot read the size of compressed image (format 'jpg')", start)
         out = scaled_node.outputs(scaled_node.send(compressed, bag["info"][2]))
+        assert out["depth"].width == 320 and bad_stamp not in scaled_node.received["depth"]
+
+    def test_a_png_over_max_image_pixels_is_dropped_from_its_header(self, scaled_node, bag):
+        from sensor_msgs.msg import CompressedImage
+
+        bomb = CompressedImage(header=bag["image"][3].header, format="png", data=large_png())  # 10000 x 10000 px
+        start = scaled_node.log_size()
+        bad_stamp = scaled_node.send(bomb, bag["info"][3])
+        scaled_node.wait_for_log("dropping image: compressed image (format 'png') is 10000x10000 = 100000000 px, "
+                                 "more than the limit of 16777216 px (max_image_pixels)", start)
+        compressed, _ = _compressed(bag["image"][3], "png")
+        out = scaled_node.outputs(scaled_node.send(compressed, bag["info"][3]))
         assert out["depth"].width == 320 and bad_stamp not in scaled_node.received["depth"]
 
     def test_outputs_nobody_subscribes_to_are_not_computed(self, scaled_node, bag):
