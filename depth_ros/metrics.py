@@ -154,6 +154,10 @@ def align_prediction(
     return 1.0 / np.maximum(s * disparity + t, 1.0 / max_depth)
 
 
+class EmptyGroundTruth(ValueError):
+    """No ground-truth pixel of a frame is valid (in range, inside the crop): the frame cannot be scored."""
+
+
 def reference_at(reference: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A reference depth map brought to ``shape`` by one integer factor (nearest neighbour), never stretched.
 
@@ -208,13 +212,14 @@ def evaluate_depth(
         pred_is_disparity: the prediction is inverse depth (relative models).
 
     Raises:
-        ValueError: shapes differ, or no ground-truth pixel is valid.
+        ValueError: shapes differ. EmptyGroundTruth: no ground-truth pixel is valid.
     """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
     mask = valid_depth_mask(gt, min_depth, max_depth) & crop_mask(*gt.shape, crop)
     if not mask.any():
-        raise ValueError("no valid ground-truth pixel in this frame")
+        raise EmptyGroundTruth(f"no valid ground-truth pixel in this frame (depth in [{min_depth}, {max_depth}] m"
+                               + (f", {crop} crop)" if crop else ")"))
     aligned = align_prediction(pred, gt, mask, align, max_depth, pred_is_disparity)
     return depth_metrics(np.clip(aligned[mask], min_depth, max_depth), gt[mask])
 
@@ -239,8 +244,8 @@ def median_baseline(gt: np.ndarray, min_depth: float, max_depth: float) -> np.nd
 
 
 def evaluate_frames(predict: Callable[[object], np.ndarray], frames: Iterable, *, min_depth: float, max_depth: float,
-                    crop: str | None = None, align: str = "none",
-                    pred_is_disparity: bool = False) -> Iterator[tuple[object, np.ndarray, dict[str, float]]]:
+                    crop: str | None = None, align: str = "none", pred_is_disparity: bool = False,
+                    skip_empty: bool = False) -> Iterator[tuple[object, np.ndarray, dict[str, float] | None]]:
     """Predict and score frames one by one (validation in training and ``training/evaluate.py`` share it).
 
     Args:
@@ -252,11 +257,19 @@ def evaluate_frames(predict: Callable[[object], np.ndarray], frames: Iterable, *
         crop: see :func:`evaluate_depth`.
         align: see :func:`evaluate_depth`.
         pred_is_disparity: see :func:`evaluate_depth`.
+        skip_empty: a frame without a valid ground-truth pixel yields ``metrics`` None instead of raising
+            :class:`EmptyGroundTruth`.
 
     Yields:
         ``(frame, prediction, metrics)`` per frame.
     """
     for frame in frames:
         pred = predict(frame)
-        yield frame, pred, evaluate_depth(pred, frame.depth, min_depth=min_depth, max_depth=max_depth, crop=crop,
-                                          align=align, pred_is_disparity=pred_is_disparity)
+        try:
+            metrics = evaluate_depth(pred, frame.depth, min_depth=min_depth, max_depth=max_depth, crop=crop,
+                                     align=align, pred_is_disparity=pred_is_disparity)
+        except EmptyGroundTruth:
+            if not skip_empty:
+                raise
+            metrics = None
+        yield frame, pred, metrics
