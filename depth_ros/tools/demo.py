@@ -188,9 +188,10 @@ def write_outputs(out_dir: Path, played: dict[int, DemoFrame], harness: NodeHarn
 
     Raises:
         TimeoutError: no depth image came back at all.
+        ValueError: ground truth that is not an integer scaling of the depth (:func:`depth_ros.metrics.reference_at`).
     """
     from depth_ros.geometry.pointcloud import unpack_rgb
-    from depth_ros.metrics import evaluate_depth, mean_metrics
+    from depth_ros.metrics import evaluate_depth, mean_metrics, reference_at
     from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array
 
     answered = sorted((stamp, harness.arrived["depth"][stamp], msg)
@@ -207,8 +208,8 @@ def write_outputs(out_dir: Path, played: dict[int, DemoFrame], harness: NodeHarn
         latencies.append(received - harness.sent[stamp])
         depth = depth_image_to_array(msg)
         truth = frame.ground_truth
-        if truth is not None and truth.shape != depth.shape:
-            truth = cv2.resize(truth, depth.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        if truth is not None:
+            truth = reference_at(truth, depth.shape)
         valid = np.isfinite(truth) if truth is not None else np.isfinite(depth)
         low, high = np.percentile((truth if truth is not None else depth)[valid], [2, 98]) if valid.any() else (0, 1)
         save_image(out_dir / f"frame_{index:04d}_depth.png", colorize_depth(depth, low, high))
