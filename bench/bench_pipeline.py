@@ -74,33 +74,28 @@ def _summary(latencies: list[float]) -> str:
 
 def benchmark_dds(frame, checkpoint: Path, seconds: float, hz: float, log_path: Path) -> None:
     """Feed the node process at ``hz`` for ``seconds`` and print latency of the first and last thirds."""
-    from depth_ros.tools.demo import DemoPeer, NodeProcess, wait_for
+    from std_msgs.msg import Header
 
-    node = NodeProcess({"checkpoint": str(checkpoint)}, log_path)
-    peer = None
-    try:
-        peer = DemoPeer()
-        wait_for(peer.connected, "depth_node to start and connect", node, 300)
-        time.sleep(0.5)
-        sent: dict[int, float] = {}
+    from depth_ros.ros.conversions import camera_info_msg, rgb_to_image_msg
+    from depth_ros.testing import NodeHarness
+
+    with NodeHarness({"checkpoint": str(checkpoint)}, log_path, "/bench_pipeline", timeout=300, keep=2) as harness:
         start = time.monotonic()
         next_time = start
         while next_time - start < seconds:
-            node.check_running()
-            stamp, published = peer.publish(frame)
-            sent[stamp] = published
+            harness.check_running()
+            header = Header(frame_id=frame.frame_id, stamp=harness.now())
+            harness.send(rgb_to_image_msg(frame.rgb, header), camera_info_msg(frame.camera, header),
+                         stamp=header.stamp, settle=0.0)
             next_time += 1.0 / hz
             time.sleep(max(0.0, next_time - time.monotonic()))
+        sent = dict(harness.sent)
         last = max(sent)
-        wait_for(lambda: last in peer.depth, "the depth of the last frame", node, 60)
-        wait_for(lambda: peer.diagnostics_cover(len(peer.depth)), "the node's diagnostics", node, 10)
-        with peer.lock:
-            answered = sorted((stamp, received - sent[stamp]) for stamp, (received, _) in peer.depth.items())
-            diagnostics = dict(peer.diagnostics)
-    finally:
-        if peer is not None:
-            peer.close()
-        node.stop()
+        harness.wait_until(lambda: last in harness.arrived["depth"], "the depth of the last frame", 60)
+        harness.wait_until(lambda: int(harness.diagnostic_values().get("processed frames", 0))
+                           >= len(harness.arrived["depth"]), "the node's diagnostics", 10)
+        answered = sorted((stamp, received - sent[stamp]) for stamp, received in harness.arrived["depth"].items())
+        diagnostics = harness.diagnostic_values()
     latencies = [latency for _, latency in answered]
     third = max(1, len(latencies) // 3)
     first, final = latencies[:third], latencies[-third:]
@@ -129,11 +124,10 @@ def main() -> None:
     import cv2
     import torch
 
-    from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
-    from depth_ros.models import DepthAnythingV2
     from depth_ros.pipeline import DepthPipeline
     from depth_ros.ros.dds import use_shipped_fastdds_profile
     from depth_ros.ros.params import NodeConfig
+    from depth_ros.testing import random_checkpoint
     from depth_ros.tools.demo import DemoFrame, motorcycle_frame
 
     use_shipped_fastdds_profile()
@@ -141,9 +135,7 @@ def main() -> None:
     frame = DemoFrame(cv2.resize(motorcycle.rgb, (640, 480), interpolation=cv2.INTER_AREA),
                       motorcycle.camera.resized(640, 480), motorcycle.frame_id, None)
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as folder:
-        torch.manual_seed(0)
-        checkpoint = save_checkpoint(Path(folder) / "random_vits.pth", DepthAnythingV2("vits"),
-                                     CheckpointMetadata("vits", "metric", 20.0, 518, None))
+        checkpoint = random_checkpoint(Path(folder) / "random_vits.pth", input_size=518)
         config = NodeConfig.from_values({"checkpoint": str(checkpoint)})
         pipeline = DepthPipeline.from_config(config)
         estimator = pipeline.estimator

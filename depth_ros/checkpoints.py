@@ -13,6 +13,7 @@ Files are always read with ``torch.load(weights_only=True)`` or safetensors: no 
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -232,8 +233,10 @@ def save_checkpoint(path: str | os.PathLike, weights: torch.nn.Module | dict[str
                     metadata: CheckpointMetadata) -> Path:
     """Write weights in the official key layout plus ``metadata``, atomically.
 
-    The file is written under a temporary name in the same folder and renamed over ``path`` only when complete, so a
-    crash or kill mid-write leaves any previous file at ``path`` intact.
+    The file is written under a temporary name in the same folder (``.<name>.<pid>.<random>.tmp``) and renamed over
+    ``path`` only when complete, so a crash or kill mid-write leaves any previous file at ``path`` intact; temporary
+    files of earlier saves of ``path`` whose process no longer runs are removed. The file gets the permissions a
+    plain ``open`` would give it (0666 minus the umask), so a published model is readable by others as usual.
 
     Args:
         path: ``*.safetensors`` (metadata in the header) or any other name (``torch.save``, metadata under
@@ -249,9 +252,11 @@ def save_checkpoint(path: str | os.PathLike, weights: torch.nn.Module | dict[str
     state = module.state_dict() if isinstance(module, torch.nn.Module) else dict(module)
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600 whatever the umask
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
@@ -263,6 +268,30 @@ def save_checkpoint(path: str | os.PathLike, weights: torch.nn.Module | dict[str
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.<name>.<pid>.*.tmp`` files beside ``path`` left by saves whose process has died (killed mid-write)."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _infer_metadata(path: Path, state: dict[str, torch.Tensor], max_depth: float | None) -> CheckpointMetadata:

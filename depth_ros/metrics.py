@@ -157,6 +157,40 @@ def align_prediction(
     return 1.0 / np.maximum(s * disparity + t, 1.0 / max_depth)
 
 
+class EmptyGroundTruth(ValueError):
+    """No ground-truth pixel of a frame is valid (in range, inside the crop): the frame cannot be scored."""
+
+
+def reference_at(reference: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A reference depth map brought to ``shape`` by one integer factor (nearest neighbour), never stretched.
+
+    A registered depth camera often runs at an integer fraction or multiple of the colour resolution; any other
+    size difference (another aspect ratio, a crop) means the pixels do not correspond, and scoring them would be
+    silently wrong.
+
+    Args:
+        reference: (h, w) depth in m, NaN where invalid.
+        shape: (H, W) of the prediction.
+
+    Returns:
+        (H, W) view or copy of ``reference`` (the same array when the shapes already agree).
+
+    Raises:
+        ValueError: the shapes are not related by one integer factor on both axes.
+    """
+    (height, width), (target_height, target_width) = reference.shape, shape
+    if (height, width) == (target_height, target_width):
+        return reference
+    if target_height % height == 0 and target_width % width == 0 and target_height // height == target_width // width:
+        factor = target_height // height
+        return np.repeat(np.repeat(reference, factor, axis=0), factor, axis=1)
+    if height % target_height == 0 and width % target_width == 0 and height // target_height == width // target_width:
+        factor = height // target_height
+        return reference[::factor, ::factor]
+    raise ValueError(f"reference depth of {width}x{height} px is not an integer scaling of the {target_width}x"
+                     f"{target_height} px depth (another aspect ratio or a crop): not scored")
+
+
 def evaluate_depth(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -181,13 +215,14 @@ def evaluate_depth(
         pred_is_disparity: the prediction is inverse depth (relative models).
 
     Raises:
-        ValueError: shapes differ, or no ground-truth pixel is valid.
+        ValueError: shapes differ. EmptyGroundTruth: no ground-truth pixel is valid.
     """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
     mask = valid_depth_mask(gt, min_depth, max_depth) & crop_mask(*gt.shape, crop)
     if not mask.any():
-        raise ValueError("no valid ground-truth pixel in this frame")
+        raise EmptyGroundTruth(f"no valid ground-truth pixel in this frame (depth in [{min_depth}, {max_depth}] m"
+                               + (f", {crop} crop)" if crop else ")"))
     aligned = align_prediction(pred, gt, mask, align, max_depth, pred_is_disparity)
     return depth_metrics(np.clip(aligned[mask], min_depth, max_depth), gt[mask])
 
@@ -212,8 +247,8 @@ def median_baseline(gt: np.ndarray, min_depth: float, max_depth: float) -> np.nd
 
 
 def evaluate_frames(predict: Callable[[object], np.ndarray], frames: Iterable, *, min_depth: float, max_depth: float,
-                    crop: str | None = None, align: str = "none",
-                    pred_is_disparity: bool = False) -> Iterator[tuple[object, np.ndarray, dict[str, float]]]:
+                    crop: str | None = None, align: str = "none", pred_is_disparity: bool = False,
+                    skip_empty: bool = False) -> Iterator[tuple[object, np.ndarray, dict[str, float] | None]]:
     """Predict and score frames one by one (validation in training and ``training/evaluate.py`` share it).
 
     Args:
@@ -225,11 +260,19 @@ def evaluate_frames(predict: Callable[[object], np.ndarray], frames: Iterable, *
         crop: see :func:`evaluate_depth`.
         align: see :func:`evaluate_depth`.
         pred_is_disparity: see :func:`evaluate_depth`.
+        skip_empty: a frame without a valid ground-truth pixel yields ``metrics`` None instead of raising
+            :class:`EmptyGroundTruth`.
 
     Yields:
         ``(frame, prediction, metrics)`` per frame.
     """
     for frame in frames:
         pred = predict(frame)
-        yield frame, pred, evaluate_depth(pred, frame.depth, min_depth=min_depth, max_depth=max_depth, crop=crop,
-                                          align=align, pred_is_disparity=pred_is_disparity)
+        try:
+            metrics = evaluate_depth(pred, frame.depth, min_depth=min_depth, max_depth=max_depth, crop=crop,
+                                     align=align, pred_is_disparity=pred_is_disparity)
+        except EmptyGroundTruth:
+            if not skip_empty:
+                raise
+            metrics = None
+        yield frame, pred, metrics

@@ -138,10 +138,11 @@ class DepthPipeline:
                 config.checkpoint, encoder=config.encoder or None, max_depth=config.model_max_depth or None,
                 device=config.device, precision=config.precision, input_size=config.input_size or None,
                 focal_correction=config.focal_correction, compile=config.torch_compile)
+        width, height = config.grid_shape
         spec = GridSpec(
             resolution=config.grid_resolution,
-            width=max(1, round(config.grid_size_x / config.grid_resolution)),
-            height=max(1, round(config.grid_size_y / config.grid_resolution)),
+            width=width,
+            height=height,
             origin_x=config.grid_origin_x,
             origin_y=config.grid_origin_y,
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from depth_ros.ros.dds import use_shipped_fastdds_profile
+from depth_ros.testing import random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -41,3 +42,9 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (non-commercial data, kept outside the repo)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """A metric vits checkpoint with seeded random weights (depth about 9 m; metadata input size 70, no focal)."""
+    return random_checkpoint(tmp_path_factory.mktemp("random_checkpoint") / "random_vits.pth")

@@ -1,6 +1,11 @@
 """Checkpoints: official ids and offline hub behaviour, metadata round trips, atomic saves, bad files."""
 
 import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -122,6 +127,34 @@ def test_save_is_atomic_when_interrupted(tmp_path, vits_state, monkeypatch):
         save_checkpoint(path, vits_state, CheckpointMetadata("vits", "metric", 5.0))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pth"]  # no temporary left behind
+    assert load_checkpoint(path)[1] == META
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_file_has_the_permissions_of_the_umask(tmp_path, vits_state, umask, mode):
+    previous = os.umask(umask)
+    try:
+        path = save_checkpoint(tmp_path / "published.pth", vits_state, META)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_temporary_file_of_a_killed_save_is_removed_by_the_next_save(tmp_path, vits_state):
+    path = tmp_path / "best.pth"
+    killed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os, signal, torch
+        from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
+        torch.save = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)  # killed mid-write
+        save_checkpoint({str(path)!r}, {{"w": torch.zeros(1)}}, CheckpointMetadata("vits", "metric", 5.0))
+        """)], timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    leftovers = list(tmp_path.glob(".best.pth.*.tmp"))
+    assert len(leftovers) == 1 and not path.exists()
+    other = tmp_path / ".other.pth.1.abc.tmp"  # another checkpoint's temporary name: not ours to remove
+    other.write_bytes(b"")
+    save_checkpoint(path, vits_state, META)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["best.pth", other.name])
     assert load_checkpoint(path)[1] == META
 
 

@@ -28,6 +28,7 @@ from depth_ros.ros.conversions import (
     points_to_cloud_msg,
     rgb_to_image_msg,
 )
+from depth_ros.testing import large_png
 
 TUM = PinholeCamera(fx=535.4, fy=539.2, cx=320.1, cy=247.6, width=640, height=480)
 ROSBAGS = get_typestore(Stores.ROS2_HUMBLE)
@@ -147,6 +148,26 @@ def test_compressed_jpeg_and_png(rgb):
         compressed_to_rgb(CompressedImage(format="jpeg", data=bytes(jpeg.data)[:100]))
     with pytest.raises(ValueError, match="no data"):
         compressed_to_rgb(CompressedImage(format="png"))
+
+
+def test_oversized_images_are_refused_from_their_header_before_decoding(rgb):
+    bomb = CompressedImage(format="png", data=large_png())  # 10000 x 10000 px
+    with pytest.raises(ValueError, match=r"compressed image \(format 'png'\) is 10000x10000 = 100000000 px, more "
+                                         r"than the limit of 16777216 px \(max_image_pixels\)"):
+        compressed_to_rgb(bomb, max_pixels=4096 * 4096)
+    truncated = CompressedImage(format="png", data=bytes(bomb.data)[:200])  # header intact, pixels missing
+    with pytest.raises(ValueError, match="is 10000x10000"):
+        compressed_to_rgb(truncated, max_pixels=4096 * 4096)
+    small = CompressedImage(format="png", data=cv2.imencode(".png", rgb)[1].tobytes())
+    assert compressed_to_rgb(small, max_pixels=640 * 480).shape == (480, 640, 3)
+    with pytest.raises(ValueError, match="color image is 640x480 = 307200 px, more than the limit of 307199 px"):
+        image_to_rgb(image_msg(rgb, "rgb8"), max_pixels=640 * 480 - 1)
+    huge = image_msg(rgb, "rgb8")
+    huge.width, huge.height, huge.step = 100_000, 100_000, 300_000  # header fields only: checked before the data
+    with pytest.raises(ValueError, match="is 100000x100000"):
+        image_to_rgb(huge, max_pixels=640 * 480)
+    with pytest.raises(ValueError, match="cannot read the size of compressed image"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b"\xff\xd8 not a jpeg"), max_pixels=640 * 480)
 
 
 # ---------------------------------------------------------------- depth images

@@ -12,23 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
-from depth_ros.models import DepthAnythingV2
 from depth_ros.tools.demo import motorcycle_frame
 
 BAG = "7scenes_redkitchen_20f_bag"
 TIMEOUT = 240  # s, bound of one demo run on a shared CPU
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("demo_checkpoint") / "random_vits.pth"
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = DepthAnythingV2("vits")
-    return save_checkpoint(path, model, CheckpointMetadata("vits", "metric", 20.0, 518, None))
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess:

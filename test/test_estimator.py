@@ -19,16 +19,16 @@ from depth_ros.checkpoints import (
 )
 from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD, DepthEstimator
 from depth_ros.models import DepthAnythingV2
+from depth_ros.testing import large_png, random_checkpoint
+from depth_ros.tools.infer import main as infer_main
 
 SMALL_INPUT = 70
 
 
 @pytest.fixture(scope="module")
 def metric_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "metric_vits.pth"
-    return save_checkpoint(path, DepthAnythingV2("vits", "metric", 20.0),
-                           CheckpointMetadata("vits", "metric", 20.0, SMALL_INPUT, train_focal_px=150.0))
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "metric_vits.pth", input_size=SMALL_INPUT,
+                             train_focal_px=150.0)
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +219,36 @@ def test_infer_cli_fails_with_one_readable_line(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"infer: error: {tmp_path / 'missing.pth'}: no such checkpoint file")
+
+
+def test_infer_refuses_two_inputs_that_would_write_the_same_outputs(tmp_path, metric_checkpoint, rgb, capsys):
+    for folder in ("same1", "same2"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "img.jpg"), rgb)
+    out = tmp_path / "out"
+    assert infer_main([str(tmp_path / "same1" / "img.jpg"), str(tmp_path / "same2"), "--checkpoint",
+                       str(metric_checkpoint), "--device", "cpu", "--out", str(out)]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (f"infer: error: {tmp_path / 'same1' / 'img.jpg'} and {tmp_path / 'same2' / 'img.jpg'} would "
+                     "both write img_depth.npy: rename one or run them with different --out folders")
+    assert not out.exists()
+
+
+def test_infer_skips_unreadable_images_finishes_the_rest_and_fails_with_the_count(tmp_path, metric_checkpoint, rgb,
+                                                                                   capsys, caplog):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), rgb)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8broke")  # 7 bytes
+    (folder / "huge.png").write_bytes(large_png())  # 10000 x 10000 px, over --max-pixels
+    cv2.imwrite(str(folder / "z.jpg"), rgb)
+    out = tmp_path / "out"
+    assert infer_main([str(folder), "--checkpoint", str(metric_checkpoint), "--device", "cpu", "--out", str(out)]) == 1
+    assert sorted(p.name for p in out.glob("*.npy")) == ["a_depth.npy", "z_depth.npy"]
+    assert "is 10000x10000 = 100000000 px, more than the limit of 16777216 px" in caplog.text
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (f"infer: error: 2 of 4 images could not be read and were skipped: "
+                                            f"{folder / 'broken.jpg'}, {folder / 'huge.png'}; the others are in {out}")
 
 
 def test_input_size_defaults_to_the_checkpoints_training_size(metric_checkpoint, rgb):

@@ -10,40 +10,37 @@ of an analytic scene are checked without ROS in test_pipeline.py.
 
 import copy
 import math
-import os
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
+from builtin_interfaces.msg import Time
 
-from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.occupancy import OCCUPIED, GridSpec
 from depth_ros.geometry.pointcloud import unpack_rgb
 from depth_ros.geometry.transform import pose_matrix, transform_points
 from depth_ros.metrics import evaluate_depth
-from depth_ros.models import DepthAnythingV2
-from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array
+from depth_ros.ros.conversions import (
+    cloud_msg_to_array,
+    depth_image_to_array,
+    depth_to_image_msg,
+    rgb_to_image_msg,
+    stamp_ns,
+)
+from depth_ros.ros.depth_node import LOG_PERIOD
 from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE
+from depth_ros.testing import NodeHarness, large_png, random_checkpoint
 
-NODE_SCRIPT = Path(sys.executable).with_name("depth_node")
 BAG = "7scenes_redkitchen_20f_bag"
-WAIT = 90.0  # s: bound of every wait (generous: the CPU is shared with the other tests)
-OUTPUTS = ("depth", "depth/camera_info", "points", "occupancy", "/diagnostics")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("node_checkpoint") / "metric_vits.pth"
-    return save_checkpoint(path, DepthAnythingV2("vits", "metric", 20.0),
-                           CheckpointMetadata("vits", "metric", 20.0, 518, train_focal_px=400.0))
+    # focal correction makes the random depth about 2 m, so the 5 m grid range sees obstacles
+    return random_checkpoint(tmp_path_factory.mktemp("node_checkpoint") / "metric_vits.pth", train_focal_px=400.0)
 
 
 @pytest.fixture(scope="module")
@@ -65,151 +62,16 @@ def bag(shared_data) -> dict[str, list]:
             "depth": messages["/camera/depth/image_raw"]}
 
 
-def _stamp_ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-
-def _ros_value(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(repr(float(v)) for v in value) + "]"
-    return str(value)
-
-
-class NodeHarness:
-    """A depth_node process plus an in-process rclpy peer that feeds it and records its outputs by stamp."""
-
-    def __init__(self, params: dict, log_path: Path, namespace: str, compressed: bool = False,
-                 reliable: bool = False):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from nav_msgs.msg import OccupancyGrid
-        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-
-        env = dict(os.environ, RCUTILS_LOGGING_BUFFERED_STREAM="0", RCUTILS_COLORIZED_OUTPUT="0")
-        args = [str(NODE_SCRIPT), "--ros-args", "-r", f"__ns:={namespace}"]
-        for name, value in params.items():
-            args += ["-p", f"{name}:={_ros_value(value)}"]
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("depth_node_tester", namespace=namespace, context=self.context)
-        self.received = {topic: {} for topic in OUTPUTS}
-        self.diagnostics = []
-        self._changed = threading.Condition()
-        reliable_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        types = {"depth": Image, "depth/camera_info": CameraInfo, "points": PointCloud2,
-                 "occupancy": OccupancyGrid, "/diagnostics": DiagnosticArray}
-        self._subscriptions = [
-            self.node.create_subscription(kind, topic, lambda msg, topic=topic: self._record(topic, msg), reliable_qos)
-            for topic, kind in types.items()
-        ]
-        self.image_type = CompressedImage if compressed else Image
-        self.image_topic = "image/compressed" if compressed else "image"
-        input_qos = reliable_qos if reliable else qos_profile_sensor_data
-        self.image_pub = self.node.create_publisher(self.image_type, self.image_topic, input_qos)
-        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", input_qos)
-        self.reference_pub = self.node.create_publisher(Image, "reference_depth", input_qos)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spinner.start()
-        self._wait_until(
-            lambda: self.image_pub.get_subscription_count() > 0 and self.info_pub.get_subscription_count() > 0
-            and all(s.get_publisher_count() > 0 for s in self._subscriptions),
-            "the node to start and match every topic")
-        time.sleep(0.5)  # the node's side of discovery: it publishes only to subscribers it has seen
-
-    def _record(self, topic: str, msg) -> None:
-        with self._changed:
-            if topic == "/diagnostics":
-                values = {kv.key: kv.value for status in msg.status for kv in status.values}
-                values["_message"] = msg.status[0].message
-                self.diagnostics.append((time.monotonic(), values))
-            else:
-                self.received[topic][_stamp_ns(msg.header)] = msg
-            self._changed.notify_all()
-
-    def unsubscribe(self, suffixes: tuple[str, ...]) -> None:
-        """Destroy the output subscriptions whose topic ends with one of ``suffixes``."""
-        for subscription in [s for s in self._subscriptions if s.topic_name.endswith(suffixes)]:
-            self._subscriptions.remove(subscription)
-            self.node.destroy_subscription(subscription)
-
-    def log(self, start: int = 0) -> str:
-        return self.log_path.read_bytes()[start:].decode(errors="replace")
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size
-
-    def _wait_until(self, condition, what: str, timeout: float = WAIT) -> None:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not condition():
-                if self.process.poll() is not None:
-                    pytest.fail(f"depth_node exited ({self.process.returncode}) waiting for {what}:\n{self.log()}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"no {what} within {timeout:.0f} s; node log:\n{self.log()[-3000:]}")
-                self._changed.wait(timeout=0.1)
-
-    def now(self):
-        return self.node.get_clock().now().to_msg()
-
-    def send(self, image=None, info=None, reference=None, stamp=None, frame_id=None, settle=0.1):
-        """Publish copies of the messages with one stamp (default: now) and frame_id; returns the stamp in ns.
-
-        CameraInfo and reference depth go first and the image ``settle`` seconds later, so the node has them when
-        it takes the image (messages on different topics have no guaranteed order).
-        """
-        stamp = self.now() if stamp is None else stamp
-        for publisher, msg in ((self.info_pub, info), (self.reference_pub, reference), (self.image_pub, image)):
-            if msg is not None:
-                msg = copy.deepcopy(msg)
-                msg.header.stamp = stamp
-                msg.header.frame_id = msg.header.frame_id if frame_id is None else frame_id
-                if publisher is self.image_pub and (info is not None or reference is not None):
-                    time.sleep(settle)
-                publisher.publish(msg)
-        return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-    def outputs(self, stamp: int, topics=("depth", "depth/camera_info", "points", "occupancy")) -> dict:
-        """The messages on ``topics`` with this stamp, waiting for them."""
-        self._wait_until(lambda: all(stamp in self.received[t] for t in topics),
-                         f"{', '.join(topics)} for stamp {stamp}")
-        return {topic: self.received[topic][stamp] for topic in topics}
-
-    def wait_for_log(self, text: str, start: int) -> None:
-        self._wait_until(lambda: text in self.log(start), f"log line containing {text!r}")
-
-    def latest_diagnostics(self, condition, what: str, after: float | None = None) -> dict:
-        """Values of the newest /diagnostics status that satisfies ``condition`` (received after ``after``)."""
-        after = -math.inf if after is None else after
-        self._wait_until(lambda: self.diagnostics and self.diagnostics[-1][0] > after
-                         and condition(self.diagnostics[-1][1]), what)
-        return self.diagnostics[-1][1]
-
-    def close(self) -> None:
-        self.process.send_signal(2)  # SIGINT: the node shuts down cleanly
-        try:
-            returncode = self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            returncode = self.process.wait()
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        assert returncode == 0, f"depth_node exited with {returncode}:\n{self.log()[-3000:]}"
+def _close(harness: NodeHarness) -> None:
+    returncode = harness.close()
+    assert returncode == 0, f"depth_node exited with {returncode}:\n{harness.log()[-3000:]}"
 
 
 # --------------------------------------------------------------------------------------------- default parameters
 # The camera 0.3 m ahead of and 1 m left of base_link, turned 0.4 rad to the left: no symmetry hides a flipped grid.
 CAMERA_TO_BASE = [0.3, 1.0, 0.5, DEFAULT_CAMERA_TO_BASE[3], 0.0, DEFAULT_CAMERA_TO_BASE[5] + 0.4]
 NODE_PARAMS = {"input_size": 70, "use_reference_depth": True, "diagnostics_period": 0.5,
-               "camera_to_base": CAMERA_TO_BASE}
+               "camera_to_base": CAMERA_TO_BASE, "max_image_pixels": 640 * 480}  # exactly the bag's images
 
 
 @pytest.fixture(scope="class")
@@ -217,7 +79,7 @@ def node(checkpoint, bag, tmp_path_factory):
     harness = NodeHarness({"checkpoint": str(checkpoint), **NODE_PARAMS},
                           tmp_path_factory.mktemp("node") / "depth_node.log", "/e2e")
     yield harness
-    harness.close()
+    _close(harness)
 
 
 @pytest.mark.xdist_group("depth_node_defaults")
@@ -227,7 +89,7 @@ class TestDefaultNode:
         out = node.outputs(node.send(image, info))
         depth = out["depth"]
         assert depth.header.frame_id == image.header.frame_id == "camera_optical_frame"
-        assert _stamp_ns(depth.header) == _stamp_ns(out["points"].header) == _stamp_ns(out["occupancy"].header)
+        assert stamp_ns(depth.header) == stamp_ns(out["points"].header) == stamp_ns(out["occupancy"].header)
         assert (depth.encoding, depth.width, depth.height, depth.step) == ("32FC1", 640, 480, 640 * 4)
         values = depth_image_to_array(depth)
         assert np.isfinite(values).any() and np.nanmin(values) >= 0.1 and np.nanmax(values) <= 20.0
@@ -307,7 +169,7 @@ class TestDefaultNode:
             assert out["depth/camera_info"].header.frame_id == "late_camera" and out["points"].height == 480
         assert node.log(start).count("no CameraInfo with the image's stamp for frame 'late_camera'") == 1
 
-    @pytest.mark.parametrize("problem", ["encoding", "short data", "zero size", "backwards stamp"])
+    @pytest.mark.parametrize("problem", ["encoding", "short data", "zero size", "backwards stamp", "too large"])
     def test_bad_image_is_dropped_with_a_named_error_and_the_next_is_processed(self, node, bag, problem):
         image, info = bag["image"][0], bag["info"][0]
         bad = copy.deepcopy(image)
@@ -321,6 +183,10 @@ class TestDefaultNode:
             bad.width = bad.height = bad.step = 0
             bad.data = []
             expected_log = "zero size"
+        elif problem == "too large":  # one pixel wider than max_image_pixels allows
+            rgb = np.frombuffer(bytes(image.data), np.uint8).reshape(480, 640, 3)
+            bad = rgb_to_image_msg(np.ascontiguousarray(np.pad(rgb, ((0, 0), (0, 1), (0, 0)))), image.header)
+            expected_log = "color image is 641x480 = 307680 px, more than the limit of 307200 px (max_image_pixels)"
         else:
             stamp = node.now()
             stamp.sec -= 10
@@ -332,7 +198,7 @@ class TestDefaultNode:
         out = node.outputs(node.send(image, info))
         assert out["depth"].width == 640
         assert bad_stamp not in node.received["depth"]
-        assert node.process.poll() is None
+        assert node.node_process.process.poll() is None
 
     @pytest.mark.parametrize("problem", ["zero focal", "nan focal", "size"])
     def test_bad_camera_info_is_dropped_and_the_last_good_one_used(self, node, bag, problem):
@@ -347,13 +213,63 @@ class TestDefaultNode:
             expected_log = "invalid focal length fx=nan"
         else:
             bad.width, bad.height = 320, 240
-            expected_log = "CameraInfo describes a 320x240 image (after binning/ROI) but the image is 640x480"
+            expected_log = ("does not fit this image: CameraInfo describes a 320x240 image (after binning/ROI) but "
+                            "the image is 640x480; using the latest one of its size")
         start = node.log_size()
         out = node.outputs(node.send(image, bad))
         node.wait_for_log(expected_log, start)
-        assert "dropping CameraInfo" in node.log(start)
         np.testing.assert_allclose(np.reshape(out["depth/camera_info"].k, (3, 3)), np.reshape(info.k, (3, 3)))
         assert out["points"].width == 640
+
+    def test_a_repeated_problem_is_logged_once_per_period_with_a_count(self, node, bag):
+        image = rgb_to_image_msg(np.zeros((16, 16, 3), np.uint8), bag["image"][0].header)
+        rejected = int(node.latest_diagnostics(lambda d: True, "diagnostics")["rejected messages"])
+        start, started = node.log_size(), time.monotonic()
+        now = node.node.get_clock().now().nanoseconds
+        for back in range(1, 301):  # each stamp 1 ms before the previous: 300 different texts, one kind of problem
+            sec, nanosec = divmod(now - back * 1_000_000, 1_000_000_000)
+            node.send(image, stamp=Time(sec=sec, nanosec=nanosec))
+            time.sleep(0.005)  # paced, so that the best-effort input queue (depth 5) loses few of them
+        elapsed = time.monotonic() - started
+        node.outputs(node.send(bag["image"][0], bag["info"][0]))  # the node took the burst and answers again
+        values = node.latest_diagnostics(lambda d: int(d["rejected messages"]) >= rejected + 50, "the burst counted")
+        # at most one line per LOG_PERIOD (none if an earlier test logged this problem less than LOG_PERIOD ago)
+        lines = [line for line in node.log(start).splitlines() if "stamps going backwards" in line]
+        assert len(lines) <= 1 + elapsed / LOG_PERIOD < int(values["rejected messages"]) - rejected, lines
+
+    def test_an_image_of_another_size_keeps_the_camera_info_for_the_next_frames(self, node, bag):
+        image, info = bag["image"][1], bag["info"][1]
+        node.outputs(node.send(image, info, frame_id="resized_camera"))
+        rgb = np.frombuffer(bytes(image.data), np.uint8).reshape(480, 640, 3)
+        small = rgb_to_image_msg(cv2.resize(rgb, (320, 240), interpolation=cv2.INTER_AREA), image.header)
+        start = node.log_size()
+        stamp = node.send(small, frame_id="resized_camera")  # no CameraInfo of its size
+        assert node.outputs(stamp, ("depth",))["depth"].width == 320
+        node.wait_for_log("CameraInfo for frame 'resized_camera' does not fit this image", start)
+        out = node.outputs(node.send(image, frame_id="resized_camera"))  # the 640x480 CameraInfo is still there
+        assert out["points"].width == 640 and stamp not in node.received["points"]
+
+    def test_reference_depth_of_another_aspect_ratio_is_not_scored(self, node, bag):
+        before = int(node.latest_diagnostics(lambda d: True, "diagnostics").get("accuracy frames", 0))
+        cropped = copy.deepcopy(bag["depth"][0])
+        cropped.height = 100  # 640x100: the first 100 rows of a 640x480 reference
+        cropped.data = cropped.data[: cropped.step * 100]
+        start = node.log_size()
+        node.outputs(node.send(bag["image"][0], bag["info"][0], reference=cropped))
+        node.wait_for_log("dropping reference_depth: reference depth of 640x100 px is not an integer scaling of the "
+                          "640x480 px depth", start)
+        assert "[WARN]" in next(line for line in node.log(start).splitlines() if "reference_depth" in line)
+        reference = depth_image_to_array(bag["depth"][1])
+        half = depth_to_image_msg(reference[::2, ::2], bag["depth"][1].header)  # 320x240: integer scaling, scored
+        node.outputs(node.send(bag["image"][1], bag["info"][1], reference=half))
+        values = node.latest_diagnostics(lambda d: int(d.get("accuracy frames", 0)) > before, "a scored frame")
+        assert int(values["accuracy frames"]) == before + 1, "the cropped reference must not be scored"
+
+    def test_empty_frame_id_is_processed_with_a_warning(self, node, bag):
+        start = node.log_size()
+        depth = node.outputs(node.send(bag["image"][2], frame_id=""), ("depth",))["depth"]
+        assert depth.header.frame_id == ""
+        node.wait_for_log("image has an empty frame_id", start)
 
     def test_frames_faster_than_inference_newest_wins(self, node, bag):
         start = time.monotonic()
@@ -384,9 +300,9 @@ SCALED_PARAMS = {"input_size": 70, "use_compressed": True, "reliable_input": Tru
 def scaled_node(checkpoint, bag, tmp_path_factory):
     harness = NodeHarness({"checkpoint": str(checkpoint), **SCALED_PARAMS},
                           tmp_path_factory.mktemp("scaled_node") / "depth_node.log", "/e2e_scaled", compressed=True,
-                          reliable=True)
+                          reliable_input=True)
     yield harness
-    harness.close()
+    _close(harness)
 
 
 def _compressed(image, fmt: str):
@@ -400,6 +316,17 @@ def _compressed(image, fmt: str):
 
 @pytest.mark.xdist_group("depth_node_scaled")
 class TestCompressedScaledNode:
+    def test_an_unset_stamp_gives_no_latency_from_stamp(self, scaled_node, bag):
+        # First test of this node: a stamp of 0 after any other stamp would be dropped as going backwards.
+        compressed, _ = _compressed(bag["image"][0], "png")
+        start = scaled_node.log_size()
+        scaled_node.outputs(scaled_node.send(compressed, bag["info"][0], stamp=Time()), ("depth",))
+        scaled_node.wait_for_log("image stamp is 0 (unset)", start)
+        values = scaled_node.latest_diagnostics(lambda d: "inference (ms)" in d, "diagnostics of the frame")
+        assert "latency from stamp (ms)" not in values
+        scaled_node.outputs(scaled_node.send(compressed, bag["info"][0]), ("depth",))
+        scaled_node.latest_diagnostics(lambda d: "latency from stamp (ms)" in d, "a stamped frame's latency")
+
     def test_png_input_gives_half_size_depth_and_scaled_camera_info(self, scaled_node, bag):
         compressed, _ = _compressed(bag["image"][0], "png")
         out = scaled_node.outputs(scaled_node.send(compressed, bag["info"][0]))
@@ -438,8 +365,20 @@ class TestCompressedScaledNode:
         broken.data = b"\xff\xd8 this is not a jpeg"
         start = scaled_node.log_size()
         bad_stamp = scaled_node.send(broken, bag["info"][2])
-        scaled_node.wait_for_log("dropping image: cannot decode compressed image (format 'jpg'", start)
+        scaled_node.wait_for_log("dropping image: cannot read the size of compressed image (format 'jpg')", start)
         out = scaled_node.outputs(scaled_node.send(compressed, bag["info"][2]))
+        assert out["depth"].width == 320 and bad_stamp not in scaled_node.received["depth"]
+
+    def test_a_png_over_max_image_pixels_is_dropped_from_its_header(self, scaled_node, bag):
+        from sensor_msgs.msg import CompressedImage
+
+        bomb = CompressedImage(header=bag["image"][3].header, format="png", data=large_png())  # 10000 x 10000 px
+        start = scaled_node.log_size()
+        bad_stamp = scaled_node.send(bomb, bag["info"][3])
+        scaled_node.wait_for_log("dropping image: compressed image (format 'png') is 10000x10000 = 100000000 px, "
+                                 "more than the limit of 16777216 px (max_image_pixels)", start)
+        compressed, _ = _compressed(bag["image"][3], "png")
+        out = scaled_node.outputs(scaled_node.send(compressed, bag["info"][3]))
         assert out["depth"].width == 320 and bad_stamp not in scaled_node.received["depth"]
 
     def test_outputs_nobody_subscribes_to_are_not_computed(self, scaled_node, bag):

@@ -6,10 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
-from depth_ros.models import DepthAnythingV2
+from depth_ros.testing import random_checkpoint
 
 NODE_SCRIPT = Path(sys.executable).with_name("depth_node")
 
@@ -17,29 +15,30 @@ NODE_SCRIPT = Path(sys.executable).with_name("depth_node")
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("startup_checkpoints")
-    torch.manual_seed(0)
-    relative = save_checkpoint(folder / "relative.pth", DepthAnythingV2("vits", "relative", 1.0),
-                               CheckpointMetadata("vits", "relative", 1.0))
+    relative = random_checkpoint(folder / "relative.pth", head="relative", max_depth=1.0)
     truncated = folder / "truncated.pth"
     truncated.write_bytes(relative.read_bytes()[:4096])
     return {"relative": relative, "truncated": truncated, "missing": folder / "missing.pth"}
 
 
 @pytest.mark.parametrize(
-    ("checkpoint", "params", "message"),
+    ("checkpoint", "args", "message"),
     [
         ("missing", [], "missing.pth: no such checkpoint file"),
         ("truncated", [], "truncated.pth"),
         ("relative", [], "the checkpoint has a relative (inverse-depth) head"),
-        ("relative", ["output_scale:=2.0"], "parameter 'output_scale' must be in (0, 1] (got 2.0)"),
-        ("relative", ["min_depth:=near"], "parameter 'min_depth' must be a finite number (got 'near')"),
-        ("relative", ["max_detph:=5.0"], "unknown parameter(s): max_detph"),
+        ("relative", ["-p", "output_scale:=2.0"], "parameter 'output_scale' must be in (0, 1] (got 2.0)"),
+        ("relative", ["-p", "min_depth:=near"], "parameter 'min_depth' must be a finite number (got 'near')"),
+        ("relative", ["-p", "max_detph:=5.0"], "unknown parameter(s): max_detph"),
+        ("relative", ["-p", "grid_resolution:=1e-7"], "parameter 'grid_resolution' gives 10000000000000000 grid cells"),
+        ("relative", ["-p", "diagnostics_period:=1e-6"], "parameter 'diagnostics_period' must be >= 0.1 s"),
+        ("relative", ["--params-file", "/nope.yaml"], "Couldn't parse params file: '--params-file /nope.yaml'"),
+        ("relative", ["-p", "checkpoint:=[unclosed"], "Couldn't parse parameter override rule"),
     ],
 )
-def test_bad_start_up_exits_with_one_clear_line(checkpoints, checkpoint, params, message):
-    args = [str(NODE_SCRIPT), "--ros-args", "-r", "__ns:=/startup", "-p", f"checkpoint:={checkpoints[checkpoint]}"]
-    for param in params:
-        args += ["-p", param]
+def test_bad_start_up_exits_with_one_clear_line(checkpoints, checkpoint, args, message):
+    args = [str(NODE_SCRIPT), "--ros-args", "-r", "__ns:=/startup", "-p", f"checkpoint:={checkpoints[checkpoint]}",
+            *args]
     env = dict(os.environ, RCUTILS_COLORIZED_OUTPUT="0")
     result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 1, result.stderr

@@ -55,6 +55,11 @@ def test_values_are_converted_to_their_types():
         ({"grid_resolution": -0.05}, "parameter 'grid_resolution' must be > 0 m"),
         ({"min_obstacle_height": 1.0, "max_obstacle_height": 0.5}, "parameter 'max_obstacle_height' must be >"),
         ({"min_dpeth": 1.0}, "unknown parameter(s): min_dpeth"),
+        ({"grid_resolution": 1e-7},
+         "parameter 'grid_resolution' gives 10000000000000000 grid cells, more than 4000000"),
+        ({"grid_size_x": 1000.0, "grid_size_y": 1000.0}, "parameter 'grid_resolution' gives 400000000 grid cells"),
+        ({"diagnostics_period": 1e-6}, "parameter 'diagnostics_period' must be >= 0.1 s (got 1e-06)"),
+        ({"max_image_pixels": 100}, "parameter 'max_image_pixels' must be >= 196 px"),
     ],
 )
 def test_bad_values_name_the_parameter_and_the_rule(values, message):

@@ -5,13 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from rosbags.highlevel import AnyReader
 
-from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.transform import pose_matrix
-from depth_ros.models import DepthAnythingV2
 from depth_ros.pipeline import DepthPipeline
 from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array, image_to_rgb
 from depth_ros.ros.params import NodeConfig
@@ -21,16 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 BAG = "7scenes_redkitchen_20f_bag"
 IMAGE_TOPIC = "/camera/color/image_raw"
 INPUT_SIZE = 70
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("process_bag") / "random_vits.pth"
-    with torch.random.fork_rng():
-        torch.manual_seed(0)  # the same random depth (about 9 m) in every run
-        model = DepthAnythingV2("vits")
-    save_checkpoint(path, model, CheckpointMetadata("vits", "metric", 20.0, 518, None))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +127,46 @@ def test_truncated_bag_gives_one_line(shared_data, checkpoint, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith(f"process_bag: error: {broken}: cannot open bag")
     assert not (tmp_path / "out").exists()
+
+
+def _bag_with_a_bad_image(source: Path, path: Path, index: int) -> None:
+    """The images + CameraInfo of the ROS 2 bag, with image ``index`` re-encoded as bayer_rggb8 (unsupported)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    topics = (IMAGE_TOPIC, "/camera/color/camera_info")
+    with AnyReader([source]) as reader, Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        connections = {c.topic: writer.add_connection(c.topic, c.msgtype, typestore=reader.typestore)
+                       for c in reader.connections if c.topic in topics}
+        images = 0
+        for connection, time_ns, raw in reader.messages([c for c in reader.connections if c.topic in topics]):
+            if connection.topic == IMAGE_TOPIC:
+                if images == index:
+                    msg = reader.deserialize(raw, connection.msgtype)
+                    msg.encoding = "bayer_rggb8"
+                    raw = reader.typestore.serialize_cdr(msg, connection.msgtype)
+                images += 1
+            writer.write(connections[connection.topic], time_ns, raw)
+
+
+def test_a_bad_frame_is_skipped_and_reported_the_others_written(shared_data, checkpoint, tmp_path, capsys):
+    bad_bag = tmp_path / "bad_frame"
+    _bag_with_a_bad_image(shared_data / BAG, bad_bag, index=9)
+    args = _cli_args(bad_bag, checkpoint, REPO / "config" / "depth.yaml")
+    assert main([args[0], str(tmp_path / "out"), *args[1:]]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"process_bag: error: 1 of 20 frames skipped (the others are in {tmp_path / 'out'}): "
+                          f"{bad_bag}: {IMAGE_TOPIC} at ") and "unsupported image encoding 'bayer_rggb8'" in err
+    counts, out = _read(tmp_path / "out")
+    assert counts == {"/depth_ros/depth": 19, "/depth_ros/depth/camera_info": 19, "/depth_ros/points": 19,
+                      "/depth_ros/occupancy": 19}
+    _, inp = _read(shared_data / BAG)
+    good = [_stamp(m) for i, (_, _, m) in enumerate(inp[IMAGE_TOPIC]) if i != 9]
+    assert [_stamp(m) for _, _, m in out["/depth_ros/depth"]] == good
+
+    assert main([args[0], str(tmp_path / "strict"), *args[1:], "--strict"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"process_bag: error: {bad_bag}: {IMAGE_TOPIC} at ") and "bayer_rggb8" in err
+    assert not (tmp_path / "strict").exists()
 
 
 class _InterruptedPipeline:

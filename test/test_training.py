@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -103,10 +104,10 @@ def test_cli_exits_with_one_readable_line_on_bad_input(tmp_path, capsys, kitchen
     assert capsys.readouterr().err.strip().splitlines() == [
         "train_supervised: error: run.mixed_precision: 'fp8' is not one of no, fp16, bf16"]
     assert evaluate.main(["--checkpoint", str(tmp_path / "none.pth"), "--data", str(tmp_path), "--out",
-                          str(tmp_path / "ev")]) == 2
+                          str(tmp_path / "ev")]) == 1
     assert capsys.readouterr().err.startswith(f"evaluate: error: {tmp_path}: not a TUM-format folder")
     assert evaluate.main(["--checkpoint", str(tmp_path / "none.pth"), "--data", str(kitchen), "--out",
-                          str(tmp_path / "ev")]) == 2
+                          str(tmp_path / "ev")]) == 1
     assert capsys.readouterr().err.startswith(f"evaluate: error: {tmp_path / 'none.pth'}: no such checkpoint file")
 
 
@@ -158,7 +159,8 @@ def test_evaluate_cli_reproduces_the_training_validation_of_the_best_checkpoint(
                           "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "summary.json").read_text())
     assert set(result) == {"abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3", "silog",
-                           "median_ratio", "n_frames"}
+                           "median_ratio", "n_frames", "skipped_frames"}
+    assert result["skipped_frames"] == []
     assert result["n_frames"] == 2
     for key in ("abs_rel", "rmse", "delta1", "silog"):
         assert result[key] == pytest.approx(summary["best"][key], rel=1e-5), key
@@ -172,6 +174,48 @@ def test_evaluate_cli_reproduces_the_training_validation_of_the_best_checkpoint(
                           "--align", "median", "--out", str(tmp_path / "median")]) == 0
     median = json.loads((tmp_path / "median" / "summary.json").read_text())
     assert median["silog"] == pytest.approx(result["silog"], rel=0.05)  # SiLog is nearly scale-invariant
+
+
+def _kitchen_with_an_empty_depth_frame(kitchen: Path, folder: Path, frames: int, empty: int) -> Path:
+    """The first ``frames`` frames of the 7-Scenes folder (files linked), frame ``empty``'s depth all zeros."""
+    (folder / "frames").mkdir(parents=True)
+    for name in ("camera-intrinsics.txt", "groundtruth_tum.txt"):
+        (folder / name).symlink_to(kitchen / name)
+    for index_file in ("rgb.txt", "depth.txt"):
+        lines = (kitchen / index_file).read_text().splitlines()
+        header, entries = [line for line in lines if line.startswith("#")], [line for line in lines
+                                                                            if not line.startswith("#")]
+        (folder / index_file).write_text("\n".join(header + entries[:frames]) + "\n")
+        for position, entry in enumerate(entries[:frames]):
+            relative = entry.split()[1]
+            if index_file == "depth.txt" and position == empty:
+                cv2.imwrite(str(folder / relative), np.zeros((480, 640), np.uint16))
+            else:
+                (folder / relative).symlink_to(kitchen / relative)
+    return folder
+
+
+def test_evaluate_skips_and_names_a_frame_without_ground_truth(kitchen, checkpoint, tmp_path, capsys, caplog):
+    data = _kitchen_with_an_empty_depth_frame(kitchen, tmp_path / "data", frames=3, empty=1)
+    common = ["--checkpoint", str(checkpoint), "--data", str(data), "--device", "cpu", "--figure-frames", "0"]
+    assert evaluate.main([*common, "--out", str(tmp_path / "ev")]) == 0
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    empty_name = open_rgbd(data)[1].name
+    assert summary["n_frames"] == 2 and summary["skipped_frames"] == [empty_name]
+    assert f"skipping frame 1 ({empty_name}): no valid ground-truth pixel in [0.001, 20] m" in caplog.text
+    with (tmp_path / "ev" / "per_frame.csv").open() as f:
+        assert [r["frame"] for r in csv.DictReader(f)] == ["0", "2"]
+    capsys.readouterr()
+    for depth_args, message in [
+        (["--max-depth", "-5"], "--max-depth must be > 0 m, got -5.0"),
+        (["--max-depth", "0"], "--max-depth must be > 0 m, got 0.0"),
+        (["--min-depth", "50"], "--min-depth (50.0 m) must be below the maximum depth (20.0 m, the model's range"),
+        (["--min-depth", "1", "--max-depth", "1"], "--min-depth (1.0 m) must be below the maximum depth (1.0 m"),
+        (["--min-depth", "5", "--max-depth", "6"], "none of the 3 frames has a valid ground-truth pixel in [5.0, 6.0]"),
+    ]:
+        assert evaluate.main([*common, "--out", str(tmp_path / "bad"), *depth_args]) == 1, depth_args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("evaluate: error: ") and message in err[-1], (depth_args, err)
 
 
 def test_resume_reproduces_the_uninterrupted_run(kitchen, tmp_path):

@@ -9,7 +9,9 @@ Usage::
 Each frame goes through :class:`DepthEstimator` exactly as deployed (network size, upsampled to the ground truth's
 resolution, focal correction with the dataset's fx), then :func:`depth_ros.metrics.evaluate_depth`. Writes
 ``DIR/summary.json`` (means over frames of abs_rel, sq_rel, rmse, rmse_log, log10, delta1, delta2, delta3, silog,
-and n_frames), ``DIR/per_frame.csv`` and ``DIR/figure.png`` (image / ground truth / prediction / error panels).
+and n_frames; ``skipped_frames``: names of frames without a valid ground-truth pixel, which are not scored),
+``DIR/per_frame.csv`` and ``DIR/figure.png`` (image / ground truth / prediction / error panels). Errors end in one
+``evaluate: error: ...`` line and exit status 1 (:func:`depth_ros.tools.cli.run_cli`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -34,6 +37,9 @@ from depth_ros.metrics import (
     mean_metrics,
     valid_depth_mask,
 )
+from depth_ros.tools.cli import run_cli
+
+log = logging.getLogger("evaluate")
 
 RELATIVE_MAX_DEPTH = 10.0  # depth cap for relative models (scale_shift alignment) unless --max-depth is given
 
@@ -98,8 +104,32 @@ def save_figure(samples: list, path: Path, max_depth: float) -> None:
     plt.close(fig)
 
 
+def depth_range(args: argparse.Namespace, model_max_depth: float) -> tuple[float, float]:
+    """``(min_depth, max_depth)`` in m of the valid ground truth: ``--max-depth`` when given, else the model's range.
+
+    Raises:
+        ValueError: a bound that is not finite, ``--min-depth`` < 0, ``--max-depth`` <= 0, or min >= max.
+    """
+    max_depth = model_max_depth if args.max_depth is None else args.max_depth
+    if not (math.isfinite(args.min_depth) and math.isfinite(max_depth)):
+        raise ValueError(f"the depth range must be finite, got --min-depth {args.min_depth} and max {max_depth} m")
+    if args.min_depth < 0:
+        raise ValueError(f"--min-depth must be >= 0 m, got {args.min_depth}")
+    if max_depth <= 0:
+        raise ValueError(f"--max-depth must be > 0 m, got {max_depth}")
+    if args.min_depth >= max_depth:
+        raise ValueError(f"--min-depth ({args.min_depth} m) must be below the maximum depth ({max_depth} m, "
+                         + ("--max-depth)" if args.max_depth is not None else "the model's range; set --max-depth)"))
+    return args.min_depth, max_depth
+
+
 def evaluate(args: argparse.Namespace, show_progress: bool = True) -> dict:
-    """Run the evaluation described by the parsed arguments; returns the summary written to ``summary.json``."""
+    """Run the evaluation described by the parsed arguments; returns the summary written to ``summary.json``.
+
+    Raises:
+        ValueError: bad data, checkpoint or depth range (see :func:`depth_range`), or no frame with a valid
+            ground-truth pixel. FileNotFoundError: missing data.
+    """
     from tqdm.auto import tqdm
 
     source = open_rgbd(args.data, depth_scale=args.depth_scale, intrinsics=args.intrinsics,
@@ -109,21 +139,29 @@ def evaluate(args: argparse.Namespace, show_progress: bool = True) -> dict:
     relative = not estimator.is_metric
     if relative and args.align != "scale_shift":
         raise ValueError(f"{args.checkpoint} is a relative model: evaluate it with --align scale_shift")
-    max_depth = args.max_depth or (RELATIVE_MAX_DEPTH if relative else estimator.metadata.max_depth)
+    min_depth, max_depth = depth_range(args, RELATIVE_MAX_DEPTH if relative else estimator.metadata.max_depth)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shown = set(np.linspace(0, len(indices) - 1, min(args.figure_frames, len(indices))).round().astype(int).tolist())
-    rows, samples = [], []
+    rows, samples, skipped = [], [], []
     results = evaluate_frames(lambda frame: estimator.infer(frame.rgb, fx=frame.camera.fx),
-                              (source[i] for i in indices), min_depth=args.min_depth, max_depth=max_depth,
-                              crop=args.crop, align=args.align, pred_is_disparity=relative)
+                              (source[i] for i in indices), min_depth=min_depth, max_depth=max_depth,
+                              crop=args.crop, align=args.align, pred_is_disparity=relative, skip_empty=True)
     for position, (frame, pred, metrics) in enumerate(tqdm(results, total=len(indices), desc="evaluate",
                                                            disable=not show_progress)):
+        if metrics is None:
+            log.warning("skipping frame %d (%s): no valid ground-truth pixel in [%g, %g] m", indices[position],
+                        frame.name, min_depth, max_depth)
+            skipped.append(frame.name)
+            continue
         rows.append({"frame": indices[position], "name": frame.name, **metrics})
         if position in shown:  # the figure shows the prediction as scored (aligned, in metres)
-            mask = valid_depth_mask(frame.depth, args.min_depth, max_depth)
+            mask = valid_depth_mask(frame.depth, min_depth, max_depth)
             samples.append((frame, align_prediction(pred, frame.depth, mask, args.align, max_depth, relative)))
-    summary = mean_metrics([{k: r[k] for k in METRIC_NAMES} for r in rows])
+    if not rows:
+        raise ValueError(f"none of the {len(indices)} frames has a valid ground-truth pixel in [{min_depth}, "
+                         f"{max_depth}] m (check --min-depth / --max-depth and --depth-scale)")
+    summary = {**mean_metrics([{k: r[k] for k in METRIC_NAMES} for r in rows]), "skipped_frames": skipped}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     with (out / "per_frame.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, ["frame", "name", *METRIC_NAMES])
@@ -136,14 +174,16 @@ def evaluate(args: argparse.Namespace, show_progress: bool = True) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def run() -> None:
         summary = evaluate(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
-    return 0
+        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
+                       if k != "skipped_frames"))
+        if summary["skipped_frames"]:
+            print(f"skipped {len(summary['skipped_frames'])} frame(s) without valid ground truth: "
+                  + ", ".join(summary["skipped_frames"]))
+
+    return run_cli("evaluate", run)
 
 
 if __name__ == "__main__":

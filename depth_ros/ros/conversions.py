@@ -19,7 +19,9 @@ memoryview and 56 ms for a numpy array (rclpy iterates those element by element)
 from __future__ import annotations
 
 import array
+import io
 import struct
+import warnings
 
 import cv2
 import numpy as np
@@ -57,15 +59,24 @@ def _byte_array(arr: np.ndarray, typecode: str = "B") -> array.array:
     return out
 
 
-def _pixels(msg, kind: str, channels: int, dtype: np.dtype) -> np.ndarray:
+def check_image_size(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """Raise ValueError naming the size when ``width`` x ``height`` is empty or exceeds ``max_pixels`` (None: no
+    limit). Used before any pixel is decoded or copied, so an oversized input costs neither time nor memory."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"{what} has zero size ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ValueError(f"{what} is {width}x{height} = {width * height} px, more than the limit of {max_pixels} px "
+                         "(max_image_pixels)")
+
+
+def _pixels(msg, kind: str, channels: int, dtype: np.dtype, max_pixels: int | None) -> np.ndarray:
     """The (height, width, channels) pixel view of an Image message's data, validated.
 
     Raises:
-        ValueError: zero size, step smaller than a row, or data shorter than step * height.
+        ValueError: zero size or more than ``max_pixels``, step smaller than a row, or data shorter than step * height.
     """
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"{kind} image has zero size ({width}x{height})")
+    check_image_size(width, height, max_pixels, f"{kind} image")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ValueError(
@@ -83,7 +94,7 @@ def _pixels(msg, kind: str, channels: int, dtype: np.dtype) -> np.ndarray:
     return rows.reshape(height, width, channels)
 
 
-def image_to_rgb(msg) -> np.ndarray:
+def image_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
     """Convert a sensor_msgs/Image to an RGB image.
 
     Supported encodings: rgb8, bgr8, rgba8, bgra8 (alpha dropped), mono8 (replicated to three channels) and the
@@ -92,13 +103,14 @@ def image_to_rgb(msg) -> np.ndarray:
 
     Args:
         msg: sensor_msgs/Image (rclpy or rosbags).
+        max_pixels: largest width x height accepted; None: no limit.
 
     Returns:
         (height, width, 3) uint8 RGB array (a new array, not sharing memory with the message).
 
     Raises:
-        ValueError: unknown encoding, zero size, odd width for YUV 4:2:2, step smaller than a row, data shorter
-            than step x height.
+        ValueError: unknown encoding, zero size or more than ``max_pixels``, odd width for YUV 4:2:2, step smaller
+            than a row, data shorter than step x height.
     """
     encoding = msg.encoding
     if encoding not in _COLOR_ENCODINGS:
@@ -106,31 +118,66 @@ def image_to_rgb(msg) -> np.ndarray:
     channels, conversion = _COLOR_ENCODINGS[encoding]
     if channels == 2 and int(msg.width) % 2:
         raise ValueError(f"{encoding} image width {msg.width} is odd; YUV 4:2:2 needs pixel pairs")
-    pixels = _pixels(msg, "color", channels, np.dtype(np.uint8))
+    pixels = _pixels(msg, "color", channels, np.dtype(np.uint8), max_pixels)
     if conversion is None:
         return pixels.copy()
     return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
+def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
     """Decode a sensor_msgs/CompressedImage (jpeg or png, as image_transport's compressed plugin publishes).
+
+    Args:
+        msg: sensor_msgs/CompressedImage (rclpy or rosbags).
+        max_pixels: largest width x height accepted, checked from the file header before decoding; None: no limit.
 
     Returns:
         (height, width, 3) uint8 RGB array.
 
     Raises:
-        ValueError: empty data or data that OpenCV cannot decode (e.g. compressedDepth, truncated files).
+        ValueError: empty data, a size over ``max_pixels`` or unreadable from the header, or data that OpenCV cannot
+            decode (e.g. compressedDepth, truncated files).
     """
-    data = np.frombuffer(msg.data, dtype=np.uint8)
+    return decode_image_bytes(msg.data, f"compressed image (format '{msg.format}')", max_pixels)
+
+
+def decode_image_bytes(data, what: str, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an encoded image (PNG, JPEG, any format OpenCV reads) to RGB, checking its size before decoding.
+
+    Args:
+        data: the encoded bytes (bytes, array.array or uint8 numpy array).
+        what: how errors name the input (e.g. a file name).
+        max_pixels: largest width x height accepted, read from the header (Pillow reads only the header); None:
+            no limit and no header check.
+
+    Returns:
+        (height, width, 3) uint8 RGB array.
+
+    Raises:
+        ValueError: empty data, a size over ``max_pixels`` or a header Pillow cannot read, or data that OpenCV
+            cannot decode.
+    """
+    data = np.frombuffer(data, dtype=np.uint8)
     if data.size == 0:
-        raise ValueError(f"compressed image (format '{msg.format}') has no data")
+        raise ValueError(f"{what} has no data")
+    if max_pixels is not None:
+        from PIL import Image as PillowImage
+
+        try:
+            with warnings.catch_warnings():  # its decompression-bomb warning: the limit below decides
+                warnings.simplefilter("ignore", PillowImage.DecompressionBombWarning)
+                with PillowImage.open(io.BytesIO(data)) as header:
+                    width, height = header.size
+        except Exception as exc:  # Pillow raises several types for unreadable or hostile headers
+            raise ValueError(f"cannot read the size of {what} from its header ({data.size} bytes): {exc}") from exc
+        check_image_size(width, height, max_pixels, what)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"cannot decode compressed image (format '{msg.format}', {data.size} bytes)")
+        raise ValueError(f"cannot decode {what}, {data.size} bytes")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def depth_image_to_array(msg) -> np.ndarray:
+def depth_image_to_array(msg, max_pixels: int | None = None) -> np.ndarray:
     """Convert a REP 118 depth image to metres.
 
     32FC1 is metres; 16UC1 is millimetres with 0 = no measurement. Non-finite values (NaN, +-Inf: no return, too
@@ -140,12 +187,13 @@ def depth_image_to_array(msg) -> np.ndarray:
         (height, width) float32 depth in metres, NaN where invalid (a new array).
 
     Raises:
-        ValueError: an encoding other than 32FC1/16UC1, zero size, step smaller than a row, short data.
+        ValueError: an encoding other than 32FC1/16UC1, zero size or more than ``max_pixels`` (None: no limit),
+            step smaller than a row, short data.
     """
     dtype = _DEPTH_ENCODINGS.get(msg.encoding)
     if dtype is None:
         raise ValueError(f"unsupported depth encoding '{msg.encoding}' (supported: 32FC1 metres, 16UC1 millimetres)")
-    return _metres(_pixels(msg, "depth", 1, dtype)[..., 0])
+    return _metres(_pixels(msg, "depth", 1, dtype, max_pixels)[..., 0])
 
 
 def _metres(raw: np.ndarray) -> np.ndarray:

@@ -17,25 +17,26 @@ Parameters: :mod:`depth_ros.ros.params` (documented in config/depth.yaml). The c
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.transform import pose_matrix, pose_msg_to_matrix
-from depth_ros.metrics import evaluate_depth
+from depth_ros.metrics import evaluate_depth, reference_at
 from depth_ros.pipeline import DepthPipeline, check_camera_matches
 from depth_ros.ros.conversions import (
     compressed_to_rgb,
@@ -51,6 +52,14 @@ from depth_ros.ros.params import declare_and_load
 LOG_PERIOD = 5.0  # s between two logs of the same problem
 CACHE_SIZE = 30  # CameraInfo / reference depth messages remembered per frame_id (1 s at 30 Hz)
 OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)  # RViz and Nav2 both match it
+# The values in a problem's text (finite numbers, quoted names): removed, what is left is the kind of problem logs
+# are throttled by (a NaN stays: non-finite is a kind of its own).
+_VALUES = re.compile(r"'[^']*'|[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?")
+
+
+def problem_kind(text: str) -> str:
+    """``text`` without its values: one key for every occurrence of the same problem (e.g. stamps, sizes differ)."""
+    return _VALUES.sub("#", text)
 
 
 @dataclass
@@ -74,18 +83,14 @@ class _StampedCache:
             while len(items) > CACHE_SIZE:
                 items.popitem(last=False)
 
-    def find(self, frame_id: str, stamp: int, exact: bool):
-        """``(stamp, item)`` with this stamp; else, unless ``exact``, the latest received; else None."""
+    def find(self, frame_id: str, stamp: int, accept=lambda item: True):
+        """``(stamp, item)`` with this stamp if ``accept(item)``; else the latest received that ``accept`` takes;
+        else None."""
         with self._lock:
-            items = self._items.get(frame_id)
-            if not items:
-                return None
-            if stamp in items:
+            items = self._items.get(frame_id, {})
+            if stamp in items and accept(items[stamp]):
                 return stamp, items[stamp]
-            if exact:
-                return None
-            latest = next(reversed(items))
-            return latest, items[latest]
+            return next(((key, item) for key, item in reversed(items.items()) if accept(item)), None)
 
     def discard(self, frame_id: str, stamp: int) -> None:
         with self._lock:
@@ -107,6 +112,7 @@ class DepthNode(Node):
         self.pipeline = DepthPipeline.from_config(config)
         self.stats = NodeStats()
         self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
         self._warned_once: set[str] = set()
         self._cameras = _StampedCache()
         self._references = _StampedCache()
@@ -142,26 +148,31 @@ class DepthNode(Node):
             f"{self.resolve_topic_name('image/compressed' if config.use_compressed else 'image')}")
 
     # --- logging ----------------------------------------------------------------------------------------------
-    def _due(self, key: str) -> bool:
-        """True (and remembered) unless a problem with the same ``key`` was logged less than LOG_PERIOD s ago."""
+    def _due(self, key: str, text: str) -> str | None:
+        """``text`` to log (with the count of the same problems not logged since), or None if a problem with this
+        ``key`` was logged less than LOG_PERIOD s ago."""
         now = time.monotonic()
         if now - self._last_logged.get(key, -LOG_PERIOD) < LOG_PERIOD:
-            return False
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
         self._last_logged[key] = now
-        return True
+        suppressed = self._suppressed.pop(key, 0)
+        return f"{text} ({suppressed} more like it not logged)" if suppressed else text
 
     # rclpy requires one severity per logging call site, hence one method per severity.
     def _throttled_error(self, key: str, text: str) -> None:
-        if self._due(key):
+        if (text := self._due(key, text)) is not None:
             self.get_logger().error(text)
 
     def _throttled_warning(self, key: str, text: str) -> None:
-        if self._due(key):
+        if (text := self._due(key, text)) is not None:
             self.get_logger().warning(text)
 
-    def _reject(self, what: str, problem: str) -> None:
+    def _reject(self, what: str, problem: str, warning: bool = False) -> None:
+        """Count a dropped message and log ``dropping <what>: <problem>``, throttled per kind of problem."""
         self.stats.rejected()
-        self._throttled_error(f"{what}: {problem}", f"dropping {what}: {problem}")
+        log = self._throttled_warning if warning else self._throttled_error
+        log(f"{what}: {problem_kind(problem)}", f"dropping {what}: {problem}")
 
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self._warned_once:
@@ -177,6 +188,12 @@ class DepthNode(Node):
             self._reject("image", f"its stamp {stamp / 1e9:.9f} s is earlier than the previous image's "
                                   f"{previous / 1e9:.9f} s (stamps going backwards)")
             return
+        if stamp == 0:
+            self._throttled_warning("zero stamp", "image stamp is 0 (unset): outputs carry it, tf lookups at it "
+                                                  "fail and no latency from stamp is reported for it")
+        if not msg.header.frame_id:
+            self._throttled_warning("empty frame_id", "image has an empty frame_id: depth and points carry it, so "
+                                                      "nothing can place them (REP 105); set the driver's frame_id")
         with self._wake:
             if self._pending is not None:
                 self.stats.dropped()
@@ -228,11 +245,12 @@ class DepthNode(Node):
         header = frame.msg.header
         start = time.perf_counter()
         try:
-            rgb = compressed_to_rgb(frame.msg) if self.config.use_compressed else image_to_rgb(frame.msg)
+            decode = compressed_to_rgb if self.config.use_compressed else image_to_rgb
+            rgb = decode(frame.msg, max_pixels=self.config.max_image_pixels)
         except ValueError as error:
             self._reject("image", str(error))
             return
-        decode = time.perf_counter() - start
+        decoded = time.perf_counter() - start
         camera = self._camera_for(header, *rgb.shape[:2])
         pose = self._camera_pose(header) if camera is not None and want_grid else None
         try:
@@ -244,37 +262,45 @@ class DepthNode(Node):
         messages = output_messages(out, header, self.config.grid_frame, self.pipeline.grid_options.spec, wanted)
         for topic, msg in messages.items():
             self._outputs[topic].publish(msg)
+        from_stamp = (self.get_clock().now().nanoseconds - stamp_ns(header)) / 1e9
         self.stats.processed(
-            stages={"decode": decode, **out.timings, "publish": time.perf_counter() - start},
+            stages={"decode": decoded, **out.timings, "publish": time.perf_counter() - start},
             end_to_end=time.monotonic() - frame.received,
-            from_stamp=(self.get_clock().now().nanoseconds - stamp_ns(header)) / 1e9,
+            # an unset stamp (0) or one ahead of this clock (another clock) has no meaningful latency
+            from_stamp=from_stamp if stamp_ns(header) > 0 and from_stamp >= 0 else None,
         )
         if self.config.use_reference_depth:
             self._evaluate(header, out.prediction)
 
     def _camera_for(self, header, height: int, width: int) -> PinholeCamera | None:
-        """The camera of this image: same stamp, else the latest of its frame_id; None (warned) if none fits."""
-        stamp = stamp_ns(header)
-        while (found := self._cameras.find(header.frame_id, stamp, exact=False)) is not None:
-            info_stamp, camera = found
-            try:
-                check_camera_matches(camera, height, width)
-            except ValueError as error:
-                self._cameras.discard(header.frame_id, info_stamp)
-                self._reject("CameraInfo", str(error))
-                continue
-            if abs(info_stamp - stamp) > self.config.camera_info_tolerance * 1e9:
-                self._warn_once(
-                    f"stamps {header.frame_id}",
-                    f"no CameraInfo with the image's stamp for frame '{header.frame_id}': using one "
-                    f"{abs(info_stamp - stamp) / 1e9:.3f} s apart (camera_info_tolerance is "
-                    f"{self.config.camera_info_tolerance} s); warned once")
-            return camera
-        self._throttled_warning(
-            f"no camera {header.frame_id}",
-            f"no valid CameraInfo on {self.resolve_topic_name('camera_info')} for frame '{header.frame_id}' yet: "
-            "publishing depth only; points and occupancy wait for it")
-        return None
+        """The camera of this image: same stamp, else the latest of its frame_id, of the image's size; None (warned)
+        if none fits. A CameraInfo of another size is kept for the images it fits (sizes may alternate)."""
+        stamp, frame_id = stamp_ns(header), header.frame_id
+        found = self._cameras.find(frame_id, stamp)
+        if found is None:
+            self._throttled_warning(
+                f"no camera {frame_id}",
+                f"no valid CameraInfo on {self.resolve_topic_name('camera_info')} for frame '{frame_id}' yet: "
+                "publishing depth only; points and occupancy wait for it")
+            return None
+        try:
+            check_camera_matches(found[1], height, width)
+        except ValueError as error:
+            found = self._cameras.find(frame_id, stamp, lambda camera: (camera.width, camera.height) == (width, height))
+            self._throttled_warning(
+                f"camera size {frame_id}",
+                f"CameraInfo for frame '{frame_id}' does not fit this image: {error}; " + (
+                    "publishing depth only for it" if found is None else "using the latest one of its size"))
+            if found is None:
+                return None
+        info_stamp, camera = found
+        if abs(info_stamp - stamp) > self.config.camera_info_tolerance * 1e9:
+            self._warn_once(
+                f"stamps {frame_id}",
+                f"no CameraInfo with the image's stamp for frame '{frame_id}': using one "
+                f"{abs(info_stamp - stamp) / 1e9:.3f} s apart (camera_info_tolerance is "
+                f"{self.config.camera_info_tolerance} s); warned once")
+        return camera
 
     def _start_tf(self):
         try:
@@ -305,17 +331,16 @@ class DepthNode(Node):
     def _evaluate(self, header, prediction: np.ndarray) -> None:
         """Add this frame's AbsRel / RMSE / delta1 against the reference depth of (nearly) the same stamp."""
         stamp = stamp_ns(header)
-        found = self._references.find("", stamp, exact=False)
+        found = self._references.find("", stamp)
         if found is None or abs(found[0] - stamp) > self.config.camera_info_tolerance * 1e9:
             return
         try:
-            reference = depth_image_to_array(found[1])
+            reference = reference_at(depth_image_to_array(found[1], max_pixels=self.config.max_image_pixels),
+                                     prediction.shape)
         except ValueError as error:
             self._references.discard("", found[0])
-            self._reject("reference_depth", str(error))
+            self._reject("reference_depth", str(error), warning=True)
             return
-        if reference.shape != prediction.shape:
-            reference = cv2.resize(reference, prediction.shape[::-1], interpolation=cv2.INTER_NEAREST)
         try:
             metrics = evaluate_depth(prediction, reference, min_depth=self.config.min_depth,
                                      max_depth=self.config.max_depth)
@@ -335,12 +360,14 @@ class DepthNode(Node):
 def main(args=None) -> int:
     """Entry point of ``depth_node``: exit status 0 on shutdown, 1 with one log line when start-up fails."""
     use_shipped_fastdds_profile()
-    rclpy.init(args=args)
-    node = None
     try:
+        rclpy.init(args=args)
         node = DepthNode()
-    except (ValueError, OSError) as error:  # ConfigError, CheckpointError, bad device, relative model, ...
-        rclpy.logging.get_logger("depth_node").fatal(f"cannot start: {error}")
+    # RCLError: unreadable --params-file, malformed -p override; the others: ConfigError, CheckpointError, a bad
+    # device, a relative model, ...
+    except (_rclpy.RCLError, ValueError, OSError) as error:
+        message = re.sub(r", at \S+:\d+", "", str(error))  # rcl's source locations mean nothing to users
+        rclpy.logging.get_logger("depth_node").fatal(f"cannot start: {message}")
         rclpy.try_shutdown()
         return 1
     except KeyboardInterrupt:

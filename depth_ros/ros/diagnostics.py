@@ -35,7 +35,7 @@ class NodeStats:
     @staticmethod
     def _new_period() -> dict:
         return {"received": 0, "processed": 0, "rejected": 0, "idle": 0, "end_to_end": 0.0, "from_stamp": 0.0,
-                "stages": {}}
+                "stamped": 0, "stages": {}}
 
     def received(self) -> None:
         """An image arrived (before any check)."""
@@ -59,21 +59,24 @@ class NodeStats:
         with self._lock:
             self._period["idle"] += 1
 
-    def processed(self, stages: dict[str, float], end_to_end: float, from_stamp: float) -> None:
+    def processed(self, stages: dict[str, float], end_to_end: float, from_stamp: float | None) -> None:
         """A frame was published.
 
         Args:
             stages: seconds per stage (the pipeline's preprocess, inference, postprocess, cloud, grid, plus the
                 node's decode and publish).
             end_to_end: seconds from the image's receipt to the last publication (includes waiting for the worker).
-            from_stamp: seconds from the image's header stamp to the last publication (ROS clock).
+            from_stamp: seconds from the image's header stamp to the last publication (ROS clock); None when the
+                stamp is unset or from another clock (then not averaged).
         """
         with self._lock:
             self.processed_total += 1
             period = self._period
             period["processed"] += 1
             period["end_to_end"] += end_to_end
-            period["from_stamp"] += from_stamp
+            if from_stamp is not None:
+                period["from_stamp"] += from_stamp
+                period["stamped"] += 1
             for stage, seconds in stages.items():
                 period["stages"][stage] = period["stages"].get(stage, 0.0) + seconds
 
@@ -108,7 +111,8 @@ class NodeStats:
                 network = sum(stages.get(name, 0.0) for name in NETWORK_STAGES)
                 values["inference latency (ms)"] = 1000 * network / processed
                 values["end-to-end latency (ms)"] = 1000 * period["end_to_end"] / processed
-                values["latency from stamp (ms)"] = 1000 * period["from_stamp"] / processed
+                if period["stamped"]:
+                    values["latency from stamp (ms)"] = 1000 * period["from_stamp"] / period["stamped"]
                 for stage, seconds in stages.items():
                     values[f"{stage} (ms)"] = 1000 * seconds / processed
             if self.accuracy_frames:

@@ -22,7 +22,10 @@ from depth_ros.models import ENCODERS
 # Pose of the camera optical frame (REP 103: z forward, x right, y down) in the grid frame as x, y, z (m) and roll,
 # pitch, yaw (rad, fixed axes x-y-z as tf2's static_transform_publisher): 0.5 m above the origin looking along +x.
 DEFAULT_CAMERA_TO_BASE = (0.0, 0.0, 0.5, -math.pi / 2, 0.0, -math.pi / 2)
-
+# Bounds of sizes derived from parameters: a typo must stop the node at start-up, not exhaust memory or a core later.
+MAX_GRID_CELLS = 4_000_000  # e.g. 100 m x 100 m at 5 cm; the grid and its ray casting are per frame
+MIN_DIAGNOSTICS_PERIOD = 0.1  # s, at most 10 status messages per second
+MIN_IMAGE_PIXELS = 14 * 14  # one network patch
 
 
 class ConfigError(ValueError):
@@ -59,6 +62,9 @@ class NodeConfig:
     camera_info_tolerance: float = _param(
         0.1, "s. CameraInfo with another stamp than the image is used when none matches; warn once if further apart. "
         "Reference depth must lie within this of the image's stamp.")
+    max_image_pixels: int = _param(
+        4096 * 4096, "px. Largest width x height of an input image (raw, or compressed: read from its header before "
+        "decoding); larger images are dropped. Also bounds reference depth images.")
     use_reference_depth: bool = _param(
         False, "Subscribe reference_depth (32FC1 m or 16UC1 mm, registered to the image) and report AbsRel, RMSE "
         "and delta1 against it in the diagnostics.")
@@ -89,7 +95,13 @@ class NodeConfig:
     max_obstacle_height: float = _param(1.5, "m. Points above this height (grid_frame z) are ignored.")
     grid_max_range: float = _param(5.0, "m. Only points within this distance of the camera mark or clear cells.")
     # --- diagnostics
-    diagnostics_period: float = _param(1.0, "s. Period of the /diagnostics status.")
+    diagnostics_period: float = _param(1.0, f"s. Period of the /diagnostics status, >= {MIN_DIAGNOSTICS_PERIOD}.")
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(width, height) of the occupancy grid in cells (grid size / resolution, rounded, at least 1)."""
+        return (max(1, round(self.grid_size_x / self.grid_resolution)),
+                max(1, round(self.grid_size_y / self.grid_resolution)))
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> NodeConfig:
@@ -153,6 +165,7 @@ class NodeConfig:
         return {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in fields(cls)}
 
     def _validate(self) -> None:
+        cells = math.prod(self.grid_shape) if self.grid_resolution > 0 else 0
         checks = [
             (self.checkpoint != "", "checkpoint", "must name a checkpoint file or model id"),
             (self.encoder in ("",) + ENCODERS, "encoder", f"must be empty or one of {', '.join(ENCODERS)}"),
@@ -161,6 +174,8 @@ class NodeConfig:
             (self.input_size >= 0 and self.input_size % 14 == 0, "input_size",
              "must be 0 (the checkpoint's) or a positive multiple of 14 px"),
             (self.camera_info_tolerance >= 0, "camera_info_tolerance", "must be >= 0 s"),
+            (self.max_image_pixels >= MIN_IMAGE_PIXELS, "max_image_pixels",
+             f"must be >= {MIN_IMAGE_PIXELS} px (one 14 x 14 network patch)"),
             (self.min_depth >= 0, "min_depth", "must be >= 0 m"),
             (self.max_depth > self.min_depth, "max_depth", f"must be > min_depth ({self.min_depth} m)"),
             (0 < self.output_scale <= 1, "output_scale", "must be in (0, 1]"),
@@ -175,10 +190,13 @@ class NodeConfig:
             (self.grid_resolution > 0, "grid_resolution", "must be > 0 m"),
             (self.grid_size_x >= self.grid_resolution, "grid_size_x", "must be >= grid_resolution"),
             (self.grid_size_y >= self.grid_resolution, "grid_size_y", "must be >= grid_resolution"),
+            (cells <= MAX_GRID_CELLS, "grid_resolution",
+             f"gives {cells} grid cells, more than {MAX_GRID_CELLS}: raise it or reduce grid_size_x / grid_size_y"),
             (self.max_obstacle_height > self.min_obstacle_height, "max_obstacle_height",
              f"must be > min_obstacle_height ({self.min_obstacle_height} m)"),
             (self.grid_max_range > 0, "grid_max_range", "must be > 0 m"),
-            (self.diagnostics_period > 0, "diagnostics_period", "must be > 0 s"),
+            (self.diagnostics_period >= MIN_DIAGNOSTICS_PERIOD, "diagnostics_period",
+             f"must be >= {MIN_DIAGNOSTICS_PERIOD} s"),
         ]
         for ok, name, rule in checks:
             if not ok:

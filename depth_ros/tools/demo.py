@@ -32,10 +32,7 @@ import argparse
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -46,6 +43,7 @@ import cv2
 import numpy as np
 
 from depth_ros.ros.conversions import camera_info_msg, rgb_to_image_msg, stamp_ns
+from depth_ros.testing import NodeHarness
 from depth_ros.tools.cli import run_cli
 from depth_ros.visualize import colorize_depth, occupancy_image, save_image, save_ply
 
@@ -178,168 +176,46 @@ def bag_frames(path: Path, image_topic: str, info_topic: str | None, depth_topic
     return frames(), count
 
 
-class NodeProcess:
-    """``depth_node`` in its own process (own session, so a Ctrl-C reaches only the demo), output to a log file."""
-
-    def __init__(self, params: dict[str, str], log_path: Path, params_file: Path | None = None):
-        script = Path(sys.executable).with_name("depth_node")
-        command = [str(script)] if script.is_file() else [sys.executable, "-m", "depth_ros.ros.depth_node"]
-        command += ["--ros-args", "-r", f"__ns:={NAMESPACE}"]
-        if params_file is not None:
-            command += ["--params-file", str(params_file)]
-        for name, value in params.items():
-            command += ["-p", f"{name}:={value}"]
-        self.log_path = log_path
-        env = dict(os.environ, RCUTILS_COLORIZED_OUTPUT="0", RCUTILS_LOGGING_BUFFERED_STREAM="0")
-        with open(log_path, "wb") as log_file:
-            self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
-
-    def check_running(self) -> None:
-        """Raise ChildProcessError with the node's last error line when it has exited."""
-        code = self.process.poll()
-        if code is None:
-            return
-        lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
-        errors = [line for line in lines if "[FATAL]" in line or "[ERROR]" in line] or lines or ["(no output)"]
-        raise ChildProcessError(f"depth_node exited with code {code}: {errors[-1]} (log: {self.log_path})")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ctrl-C (SIGINT) the node, wait up to ``timeout`` s, then kill it; always reaps the process."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.process.wait()
-
-
-class DemoPeer:
-    """The in-process rclpy side: publishes the camera stream and records the node's outputs by stamp."""
-
-    def __init__(self):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from nav_msgs.msg import OccupancyGrid
-        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("depth_demo_camera", namespace=NAMESPACE, context=self.context)
-        self.image_pub = self.node.create_publisher(Image, "image", qos_profile_sensor_data)
-        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
-        self.lock = threading.Lock()
-        self.depth: dict[int, tuple[float, object]] = {}  # stamp ns -> (receipt time.monotonic(), msg)
-        self.latest: dict[str, object] = {}  # points / occupancy: the last message
-        self.diagnostics: dict[str, str] = {}
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.subscriptions = [
-            self.node.create_subscription(Image, "depth", self._on_depth, reliable),
-            self.node.create_subscription(PointCloud2, "points", lambda m: self._keep("points", m), reliable),
-            self.node.create_subscription(OccupancyGrid, "occupancy", lambda m: self._keep("occupancy", m), reliable),
-            self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable),
-        ]
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._spinner = threading.Thread(target=self.executor.spin, name="demo_spin", daemon=True)
-        self._spinner.start()
-
-    def _on_depth(self, msg) -> None:
-        received = time.monotonic()
-        stamp = stamp_ns(msg.header)
-        with self.lock:
-            self.depth[stamp] = (received, msg)
-
-    def _keep(self, topic: str, msg) -> None:
-        with self.lock:
-            self.latest[topic] = msg
-
-    def _on_diagnostics(self, msg) -> None:
-        with self.lock:
-            for status in msg.status:  # values of the latest period that has them (latencies need processed frames)
-                if "depth pipeline" in status.name:
-                    self.diagnostics.update((kv.key, kv.value) for kv in status.values)
-
-    def diagnostics_cover(self, frames: int) -> bool:
-        """True once the node's diagnostics report at least ``frames`` processed frames."""
-        with self.lock:
-            return int(self.diagnostics.get("processed frames", 0)) >= frames
-
-    def connected(self) -> bool:
-        """The node subscribes to the camera stream and publishes every topic this peer listens to."""
-        return (self.image_pub.get_subscription_count() > 0 and self.info_pub.get_subscription_count() > 0
-                and all(s.get_publisher_count() > 0 for s in self.subscriptions))
-
-    def publish(self, frame: DemoFrame) -> tuple[int, float]:
-        """Publish CameraInfo and image with the current time as stamp; returns (stamp ns, time.monotonic())."""
-        from std_msgs.msg import Header
-
-
-        header = Header(frame_id=frame.frame_id, stamp=self.node.get_clock().now().to_msg())
-        image = rgb_to_image_msg(frame.rgb, header)
-        self.info_pub.publish(camera_info_msg(frame.camera, header))
-        sent = time.monotonic()
-        self.image_pub.publish(image)
-        return stamp_ns(header), sent
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        self._spinner.join(timeout=5.0)
-
-
-def wait_for(condition, what: str, node: NodeProcess, timeout: float) -> None:
-    """Poll ``condition`` until true; ChildProcessError if the node exits, TimeoutError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        node.check_running()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (node log: {node.log_path})")
-        time.sleep(0.05)
-
-
 def _latency_summary(seconds: list[float]) -> dict[str, float]:
     values = np.asarray(seconds) * 1000.0
     return {"n": int(values.size), "median": float(np.median(values)), "p90": float(np.percentile(values, 90)),
             "mean": float(values.mean()), "max": float(values.max())}
 
 
-def write_outputs(out_dir: Path, played: dict[int, tuple[float, DemoFrame]], peer: DemoPeer, config,
-                  info: dict) -> dict:
-    """Write the PNGs, the PLY and metrics.json from what the peer received; returns the metrics dictionary.
+def write_outputs(out_dir: Path, played: dict[int, DemoFrame], harness: NodeHarness, config, info: dict) -> dict:
+    """Write the PNGs, the PLY and metrics.json from what the harness received; returns the metrics dictionary.
 
     Args:
         out_dir: output folder (exists).
-        played: stamp ns -> (publication time.monotonic(), frame) of every frame sent.
-        peer: the peer after the run.
+        played: stamp ns -> frame of every frame sent.
+        harness: the node harness after the run.
         config: the node's NodeConfig (depth range for the metrics).
         info: run description stored in the JSON (input, checkpoint, ...).
 
     Raises:
         TimeoutError: no depth image came back at all.
+        ValueError: ground truth that is not an integer scaling of the depth (:func:`depth_ros.metrics.reference_at`).
     """
     from depth_ros.geometry.pointcloud import unpack_rgb
-    from depth_ros.metrics import evaluate_depth, mean_metrics
+    from depth_ros.metrics import evaluate_depth, mean_metrics, reference_at
     from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array
 
-    with peer.lock:
-        answered = sorted((stamp, received, msg) for stamp, (received, msg) in peer.depth.items() if stamp in played)
-        latest, diagnostics = dict(peer.latest), dict(peer.diagnostics)
+    answered = sorted((stamp, harness.arrived["depth"][stamp], msg)
+                      for stamp, msg in harness.received["depth"].items() if stamp in played)
+    latest = {topic: messages[max(messages)] for topic, messages in harness.received.items() if messages}
+    diagnostics = harness.diagnostic_values()
     if not answered:
         raise TimeoutError(f"depth_node answered none of the {len(played)} frames (node log: {out_dir / 'node.log'})")
     for stale in out_dir.glob("frame_*.png"):
         stale.unlink()
     per_frame, latencies = [], []
     for index, (stamp, received, msg) in enumerate(answered):
-        sent, frame = played[stamp]
-        latencies.append(received - sent)
+        frame = played[stamp]
+        latencies.append(received - harness.sent[stamp])
         depth = depth_image_to_array(msg)
         truth = frame.ground_truth
-        if truth is not None and truth.shape != depth.shape:
-            truth = cv2.resize(truth, depth.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        if truth is not None:
+            truth = reference_at(truth, depth.shape)
         valid = np.isfinite(truth) if truth is not None else np.isfinite(depth)
         low, high = np.percentile((truth if truth is not None else depth)[valid], [2, 98]) if valid.any() else (0, 1)
         save_image(out_dir / f"frame_{index:04d}_depth.png", colorize_depth(depth, low, high))
@@ -388,6 +264,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         ValueError: a bad bag, topic or parameter.
         ChildProcessError: the node exited (its last error line); TimeoutError: a bounded wait ran out.
     """
+    from std_msgs.msg import Header
+
     from depth_ros.checkpoints import resolve
     from depth_ros.ros.dds import use_shipped_fastdds_profile
     from depth_ros.ros.params import NodeConfig
@@ -396,8 +274,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     os.environ.setdefault("ROS_DOMAIN_ID", DEFAULT_DOMAIN_ID)
     use_shipped_fastdds_profile()
     resolve(args.checkpoint)  # a missing / unfetchable checkpoint ends the demo here, with one line
-    node_params = {"checkpoint": args.checkpoint, "input_size": str(args.input_size), "device": args.device,
-                   "precision": args.precision, "colored": "true", "use_tf": "false"}
+    node_params = {"checkpoint": args.checkpoint, "input_size": args.input_size, "device": args.device,
+                   "precision": args.precision, "colored": True, "use_tf": False}
     config = NodeConfig.from_values({"checkpoint": args.checkpoint, "input_size": args.input_size,
                                      "device": args.device, "precision": args.precision})
     if args.bag is not None:
@@ -411,33 +289,30 @@ def run_demo(args: argparse.Namespace) -> dict:
     log.info("starting depth_node (%s, input %s) on ROS_DOMAIN_ID %s; playing %d frames of %s at %.1f Hz",
              args.checkpoint, f"{args.input_size} px" if args.input_size else "size of the checkpoint",
              os.environ["ROS_DOMAIN_ID"], count, description, args.rate)
-    node = NodeProcess(node_params, args.out / "node.log", args.params)
-    peer = None
-    try:
-        peer = DemoPeer()
-        wait_for(peer.connected, "depth_node to start and connect", node, args.timeout)
-        time.sleep(0.5)  # the node's side of discovery: it publishes only to subscribers it has seen
-        played: dict[int, tuple[float, DemoFrame]] = {}
+    with NodeHarness(node_params, args.out / "node.log", NAMESPACE, params_file=args.params,
+                     timeout=args.timeout) as harness:
+        played: dict[int, DemoFrame] = {}
         for index, frame in enumerate(frames):
-            node.check_running()
-            stamp, sent = peer.publish(frame)
-            played[stamp] = (sent, frame)
-            time.sleep(max(0.0, sent + 1.0 / args.rate - time.monotonic()))
+            harness.check_running()
+            started = time.monotonic()
+            header = Header(frame_id=frame.frame_id, stamp=harness.now())
+            stamp = harness.send(rgb_to_image_msg(frame.rgb, header), camera_info_msg(frame.camera, header),
+                                 stamp=header.stamp, settle=0.0)
+            played[stamp] = frame
+            time.sleep(max(0.0, started + 1.0 / args.rate - time.monotonic()))
             if index == 0:
                 save_image(args.out / "input.png", frame.rgb)
         if not played:
             raise ValueError("no frames to play")
         last = max(played)
-        wait_for(lambda: last in peer.depth and {"points", "occupancy"} <= peer.latest.keys(),
-              "the outputs of the last frame", node, args.timeout)
-        wait_for(lambda: peer.diagnostics_cover(len(peer.depth)), "the node's diagnostics", node, args.timeout)
+        harness.wait_until(lambda: last in harness.received["depth"]
+                           and all(harness.received[topic] for topic in ("points", "occupancy")),
+                           "the outputs of the last frame")
+        harness.wait_until(lambda: int(harness.diagnostic_values().get("processed frames", 0))
+                           >= len(harness.received["depth"]), "the node's diagnostics")
         info = {"input": description, "checkpoint": args.checkpoint, "input_size": args.input_size,
                 "device": args.device, "precision": args.precision, "rate_hz": args.rate}
-        metrics = write_outputs(args.out, played, peer, config, info)
-    finally:
-        if peer is not None:
-            peer.close()
-        node.stop()
+        metrics = write_outputs(args.out, played, harness, config, info)
     accuracy = metrics["accuracy"]
     latency = metrics["latency_ms"]["end_to_end"]
     log.info("%d of %d frames answered; end-to-end latency median %.0f ms, p90 %.0f ms%s; outputs in %s",

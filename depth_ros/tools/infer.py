@@ -2,6 +2,9 @@
 
 Writes, per image, ``<stem>_depth.npy`` (HxW float32 metres, NaN-free network output), ``<stem>_depth.png``
 (colourised) and, with ``--ply`` and intrinsics, ``<stem>.ply`` (points in the camera optical frame, coloured).
+Two inputs with the same stem are refused before anything runs (their outputs would overwrite each other). An image
+that cannot be read (or is larger than ``--max-pixels``, read from its header) is reported and skipped; the others
+are processed, and the exit status is then 1 with the count.
 
 Example::
 
@@ -11,14 +14,18 @@ Example::
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from depth_ros.ros.conversions import decode_image_bytes
+from depth_ros.ros.params import NodeConfig
 from depth_ros.tools.cli import run_cli
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -40,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-focal-correction", action="store_true",
                         help="do not rescale metric depth by fx / training focal length")
     parser.add_argument("--ply", action="store_true", help="also write a coloured .ply cloud (needs --fx)")
+    parser.add_argument("--max-pixels", type=int, default=NodeConfig.defaults()["max_image_pixels"],
+                        help="largest width x height of an input image, read from its header (default: %(default)s, "
+                             "depth_node's max_image_pixels)")
     args = parser.parse_args(argv)
     if args.ply and args.fx is None:
         parser.error("--ply needs the intrinsics: give at least --fx")
@@ -50,7 +60,8 @@ def list_images(inputs: list[Path]) -> list[Path]:
     """Image files named directly or found (non-recursively, sorted) in the given folders.
 
     Raises:
-        ValueError: a path that does not exist, or no images at all.
+        ValueError: a path that does not exist, no images at all, or two images with the same stem (their outputs
+            would have the same names).
     """
     images = []
     for path in inputs:
@@ -62,15 +73,22 @@ def list_images(inputs: list[Path]) -> list[Path]:
             raise ValueError(f"{path}: no such file or folder")
     if not images:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, inputs))}")
+    by_stem: dict[str, Path] = {}
+    for image in images:
+        if (other := by_stem.setdefault(image.stem, image)) != image:
+            raise ValueError(f"{other} and {image} would both write {image.stem}_depth.npy: rename one or run them "
+                             "with different --out folders")
     return images
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB from an image file. Raises ValueError when it cannot be decoded."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path}: cannot decode image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+def read_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB from an image file.
+
+    Raises:
+        OSError: the file cannot be read. ValueError: it cannot be decoded, or is larger than ``max_pixels`` (read
+            from its header before decoding; None: no limit).
+    """
+    return decode_image_bytes(path.read_bytes(), str(path), max_pixels)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, device=args.device, precision=args.precision, input_size=args.input_size,
             focal_correction=not args.no_focal_correction)
         args.out.mkdir(parents=True, exist_ok=True)
+        failed = []
         for path in tqdm(images, desc="infer", unit="img"):
-            rgb = read_rgb(path)
+            try:
+                rgb = read_rgb(path, args.max_pixels)
+            except (OSError, ValueError) as exc:
+                log.warning("skipping %s", exc)
+                failed.append(path)
+                continue
             depth = estimator.infer(rgb, fx=args.fx)
             np.save(args.out / f"{path.stem}_depth.npy", depth)
             save_image(args.out / f"{path.stem}_depth.png", colorize_depth(depth))
@@ -98,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                     cx=(width - 1) / 2 if args.cx is None else args.cx,
                     cy=(height - 1) / 2 if args.cy is None else args.cy, width=width, height=height)
                 save_ply(args.out / f"{path.stem}.ply", camera.backproject(depth).reshape(-1, 3), rgb.reshape(-1, 3))
+        if failed:
+            raise ValueError(f"{len(failed)} of {len(images)} images could not be read and were skipped: "
+                             f"{', '.join(map(str, failed))}; the others are in {args.out}")
 
     return run_cli("infer", run)
 

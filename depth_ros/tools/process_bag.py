@@ -12,7 +12,11 @@ by rclpy (``serialize_message``), so the bag holds the bytes the node would publ
 the message definitions for the MCAP schemas.
 
 The bag is written into a temporary folder beside the output and renamed when complete; on an error or Ctrl-C the
-partial output is removed.
+partial output is removed. A frame that cannot be used (corrupt message, unsupported encoding, undecodable or
+oversized image, an image the network cannot take) is skipped with a warning naming topic and stamp, as the node
+drops it; the other frames are written and the run then exits with status 1 and the count. ``--strict`` instead
+stops at the first bad frame and writes nothing. A bag that cannot be read on (truncated, an MCAP chunk whose CRC
+does not match: rosbags verifies chunk CRCs when the writer recorded them) always stops the run.
 
 Example::
 
@@ -161,10 +165,17 @@ class BagCameraReader(BagReader):
 
 @dataclass
 class ProcessSummary:
-    """What :func:`process_bag` wrote: frames processed and messages per output topic."""
+    """What :func:`process_bag` wrote.
+
+    Attributes:
+        frames: frames processed (written).
+        messages: output topic -> messages written.
+        skipped: one ``<topic> at <stamp> s: <problem>`` line per frame skipped.
+    """
 
     frames: int
     messages: dict[str, int]
+    skipped: list[str]
 
 
 def output_topic(namespace: str, name: str) -> str:
@@ -175,7 +186,7 @@ def output_topic(namespace: str, name: str) -> str:
 def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeline=None,
                 image_topic: str = DEFAULT_IMAGE_TOPIC, info_topic: str | None = None,
                 namespace: str = DEFAULT_NAMESPACE, copy_input: bool = False,
-                progress: bool = True) -> ProcessSummary:
+                progress: bool = True, strict: bool = False) -> ProcessSummary:
     """Run the depth pipeline over a bag's images and write a new rosbag2 (MCAP, metadata version 8).
 
     Args:
@@ -189,14 +200,15 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
             ``.../occupancy``.
         copy_input: also copy every topic of the input bag.
         progress: show a tqdm progress bar.
+        strict: raise at the first frame that cannot be used (nothing written) instead of skipping it.
 
     Returns:
         :class:`ProcessSummary`.
 
     Raises:
         FileExistsError: the output exists.
-        ValueError: see :class:`BagCameraReader`; an output topic that clashes with a copied one; an image or
-            CameraInfo that cannot be used (names topic and stamp). Nothing is left behind at ``output_bag``.
+        ValueError: see :class:`BagCameraReader`; an output topic that clashes with a copied one; with ``strict``,
+            an image that cannot be used (names topic and stamp). Nothing is left behind at ``output_bag``.
         CheckpointError: the checkpoint cannot be loaded.
     """
     from rclpy.serialization import serialize_message
@@ -237,7 +249,7 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
                     copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag.ros2_typestore)
                               for c in bag.reader.connections}
                 counts = dict.fromkeys(topics.values(), 0)
-                frames = 0
+                frames, skipped = 0, []
                 image_ids = {c.id for c in bag.image_connections}
                 with tqdm(total=bag.frame_count, desc="process_bag", unit="frame", disable=not progress) as bar:
                     for connection, time_ns, raw in bag.messages(all_topics=copy_input):
@@ -245,22 +257,29 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
                             writer.write(copies[connection.id], time_ns, bag.cdr(connection, raw))
                         if connection.id not in image_ids:
                             continue
-                        frame = bag.decode(connection, time_ns, raw)
+                        bar.update()
                         try:
-                            out = pipeline.run(frame.rgb, frame.camera, camera_to_grid)
+                            frame = bag.decode(connection, time_ns, raw)
+                            try:
+                                out = pipeline.run(frame.rgb, frame.camera, camera_to_grid)
+                            except ValueError as exc:
+                                raise ValueError(f"{bag.path}: {connection.topic} at "
+                                                 f"{stamp_ns(frame.header) / 1e9:.9f} s: {exc}") from exc
                         except ValueError as exc:
-                            raise ValueError(f"{bag.path}: {connection.topic} at "
-                                             f"{stamp_ns(frame.header) / 1e9:.9f} s: {exc}") from exc
+                            if strict:
+                                raise
+                            log.warning("skipping frame: %s", exc)
+                            skipped.append(str(exc))
+                            continue
                         messages = output_messages(out, frame.header, config.grid_frame, pipeline.grid_options.spec)
                         for name, msg in messages.items():
                             writer.write(outputs[name], time_ns, serialize_message(msg))
                             counts[topics[name]] += 1
                         frames += 1
-                        bar.update()
             (staging / output_bag.name).rename(output_bag)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return ProcessSummary(frames, counts)
+    return ProcessSummary(frames, counts, skipped)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -274,6 +293,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="namespace of the output topics depth, depth/camera_info, points, occupancy "
                              "(default: %(default)s)")
     parser.add_argument("--copy-input", action="store_true", help="copy every input topic into the output bag too")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first bad frame and write nothing (default: skip it, write the rest, exit 1)")
     parser.add_argument("--params", type=Path,
                         help="depth_node parameters file (e.g. config/depth.yaml); default: the node's defaults")
     parser.add_argument("--checkpoint", help="override the checkpoint parameter (file or model id)")
@@ -292,9 +313,14 @@ def main(argv: list[str] | None = None) -> int:
         config = NodeConfig.from_params_file(args.params, checkpoint=args.checkpoint, input_size=args.input_size,
                                              device=args.device, precision=args.precision)
         summary = process_bag(args.input, args.output, config, image_topic=args.image_topic,
-                              info_topic=args.info_topic, namespace=args.namespace, copy_input=args.copy_input)
+                              info_topic=args.info_topic, namespace=args.namespace, copy_input=args.copy_input,
+                              strict=args.strict)
         written = ", ".join(f"{topic} {count}" for topic, count in summary.messages.items())
         log.info("%s: %d frames processed; messages: %s", args.output, summary.frames, written)
+        if summary.skipped:
+            total = summary.frames + len(summary.skipped)
+            raise ValueError(f"{len(summary.skipped)} of {total} frames skipped (the others are in {args.output}): "
+                             + "; ".join(summary.skipped))
 
     return run_cli("process_bag", run)
 
