@@ -321,6 +321,7 @@ class NodeHarness:
         if self.context is not None:
             if hasattr(self, "executor"):
                 self.executor.shutdown(timeout_sec=2.0)
+                self._spinner.join(timeout=2.0)
                 self.node.destroy_node()
             self.context.try_shutdown()
             self.context = None
