@@ -40,6 +40,7 @@ setup(
         "scipy",
         "tqdm",
         "matplotlib",
+        "pillow",
         "open3d-cpu==0.19.0; platform_machine == 'x86_64'",
     ],
     extras_require={
