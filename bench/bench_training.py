@@ -14,7 +14,6 @@ fp32 supervised loop measured in this run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -60,9 +59,9 @@ def _losses(cfg) -> dict:
     """Batch -> loss functions of the two trainers (the objectives' own code, without a dataset behind them)."""
     height, width = network_size(480, 640, cfg.data.input_size)
     camera = PinholeCamera(585, 585, 320, 240, 640, 480).resized(width, height)
-    photometric_cfg = dataclasses.replace(cfg, self_supervised=SelfSupervisedConfig())
     return {"silog": lambda model, batch, cl: supervised_loss(model, batch, cfg, cl),
-            "photometric": lambda model, batch, cl: photometric_loss(model, batch, camera, photometric_cfg, cl)[0]}
+            "photometric": lambda model, batch, cl: photometric_loss(model, batch, camera, SelfSupervisedConfig(),
+                                                                      channels_last=cl)[0]}
 
 
 def main() -> int:

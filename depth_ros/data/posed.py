@@ -137,9 +137,8 @@ class PosedFrames(torch.utils.data.Dataset):
         self.source, self.samples, self.poses = source, list(samples), np.asarray(poses, dtype=np.float64)
         self.input_size, self.augmentation = input_size, augmentation
         self.sparse_depth_points, self.seed, self.epoch = sparse_depth_points, seed, 0
-        height, width = resize_to_network(np.zeros((source.camera.height, source.camera.width, 3), np.uint8),
-                                          input_size).shape[:2]
-        self.camera: PinholeCamera = source.camera.resized(width, height)
+        blank = np.zeros((source.camera.height, source.camera.width, 3), np.uint8)
+        self.camera: PinholeCamera = network_image(blank, source.camera, input_size)[1]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random draws of ``epoch``."""
@@ -150,7 +149,7 @@ class PosedFrames(torch.utils.data.Dataset):
 
     def _rgb(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         frame = self.source[index]
-        rgb = np.clip(resize_to_network(frame.rgb, self.input_size), 0, 1)
+        rgb, _ = network_image(frame.rgb, frame.camera, self.input_size)
         depth = None
         if frame.depth is not None:
             depth = cv2.resize(frame.depth, (self.camera.width, self.camera.height), interpolation=cv2.INTER_NEAREST)
@@ -160,26 +159,54 @@ class PosedFrames(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         sample = self.samples[i]
         target, depth = self._rgb(sample.target)
-        sources = [self._rgb(s)[0] for s in sample.sources]
-        network_input = color_jitter(target, rng, self.augmentation) if self.augmentation else target
-        if depth is None:
-            depth = np.full(target.shape[:2], np.nan, np.float32)
-        elif self.sparse_depth_points is not None:
+        if depth is not None and self.sparse_depth_points is not None:
             valid = np.flatnonzero(np.isfinite(depth))
             keep = rng.choice(valid, min(self.sparse_depth_points, len(valid)), replace=False)
             sparse = np.full(depth.size, np.nan, np.float32)
             sparse[keep] = depth.reshape(-1)[keep]
             depth = sparse.reshape(depth.shape)
-        poses = relative_pose(self.poses[list(sample.sources)], self.poses[sample.target][None])
+        packed = pack_sample(target, [self._rgb(s)[0] for s in sample.sources], self.poses[sample.target],
+                             self.poses[list(sample.sources)], depth,
+                             color_jitter(target, rng, self.augmentation) if self.augmentation else None)
+        packed["frame"] = torch.tensor(sample.target)
+        return packed
 
-        def chw(rgb):
-            return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))
 
-        return {
-            "image": chw((network_input - _MEAN) / _STD),
-            "target": chw(target),
-            "sources": torch.stack([chw(s) for s in sources]),
-            "target_to_sources": torch.from_numpy(poses.astype(np.float32)),
-            "depth": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)),
-            "frame": torch.tensor(sample.target),
-        }
+def network_image(rgb: np.ndarray, camera: PinholeCamera, input_size: int) -> tuple[np.ndarray, PinholeCamera]:
+    """An image at network size for the photometric objective: (h, w, 3) float32 RGB in [0, 1] (bicubic, as the
+    estimator's :func:`~depth_ros.estimator.resize_to_network`) and the camera at that size."""
+    small = np.clip(resize_to_network(rgb, input_size), 0, 1)
+    return small, camera.resized(small.shape[1], small.shape[0])
+
+
+def pack_sample(target: np.ndarray, sources: Sequence[np.ndarray], target_pose: np.ndarray,
+                source_poses: np.ndarray, depth: np.ndarray | None = None,
+                network_input: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """One photometric training sample as tensors (the layout of :class:`PosedFrames` items, without ``frame``).
+
+    Args:
+        target: (h, w, 3) float32 RGB in [0, 1] at network size (:func:`network_image`).
+        sources: S images like ``target``.
+        target_pose: (4, 4) ``T_world_camera`` of the target.
+        source_poses: (S, 4, 4) ``T_world_camera`` of the sources.
+        depth: (h, w) float32 metres of the target, NaN invalid; None: all NaN.
+        network_input: the image the network sees (e.g. colour-jittered ``target``); None: ``target``.
+
+    Returns:
+        ``image`` (3, h, w) ImageNet-normalised network input, ``target`` (3, h, w), ``sources`` (S, 3, h, w),
+        ``target_to_sources`` (S, 4, 4) float32 ``T_source_target``, ``depth`` (h, w).
+    """
+    def chw(rgb):
+        return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))
+
+    network_input = target if network_input is None else network_input
+    if depth is None:
+        depth = np.full(target.shape[:2], np.nan, np.float32)
+    poses = relative_pose(np.asarray(source_poses, dtype=np.float64), np.asarray(target_pose)[None])
+    return {
+        "image": chw((network_input - _MEAN) / _STD),
+        "target": chw(target),
+        "sources": torch.stack([chw(s) for s in sources]),
+        "target_to_sources": torch.from_numpy(poses.astype(np.float32)),
+        "depth": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)),
+    }

@@ -18,7 +18,7 @@ from depth_ros.data.augment import TrainingFrames, TrainTransform
 from depth_ros.data.frames import RGBDSequence
 from depth_ros.data.posed import PosedFrames, select_samples
 from depth_ros.geometry.transform import PoseLookupError
-from depth_ros.learning.config import TrainConfig
+from depth_ros.learning.config import SelfSupervisedConfig, TrainConfig
 from depth_ros.losses import self_supervised_loss, silog_loss
 from depth_ros.metrics import valid_depth_mask
 
@@ -30,10 +30,6 @@ OBJECTIVES = ("silog", "photometric")
 def _network_input(batch: dict[str, torch.Tensor], channels_last: bool) -> torch.Tensor:
     image = batch["image"]
     return image.contiguous(memory_format=torch.channels_last) if channels_last else image
-
-
-def _silog_term(prediction: torch.Tensor, depth: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    return silog_loss(prediction.float(), depth, valid_depth_mask(depth, cfg.data.min_depth, cfg.max_depth))
 
 
 class SupervisedObjective:
@@ -65,7 +61,9 @@ def supervised_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg:
                     channels_last: bool = False) -> torch.Tensor:
     """SiLog loss of one batch (``image`` (B, 3, S, S) normalised, ``depth`` (B, S, S) metres NaN invalid) on the
     pixels inside ``[data.min_depth, max_depth]``; 0-dim."""
-    return _silog_term(model(_network_input(batch, channels_last)), batch["depth"], cfg)
+    depth = batch["depth"]
+    prediction = model(_network_input(batch, channels_last)).float()
+    return silog_loss(prediction, depth, valid_depth_mask(depth, cfg.data.min_depth, cfg.max_depth))
 
 
 def camera_poses(cfg: TrainConfig, source: RGBDSequence) -> tuple[np.ndarray, np.ndarray]:
@@ -123,33 +121,36 @@ class PhotometricObjective:
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
              channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
         """Photometric loss (+ SiLog where depth is given and ``silog_weight`` > 0); statistics for the log."""
-        return photometric_loss(model, batch, self.dataset.camera, self.cfg, channels_last)
+        return photometric_loss(model, batch, self.dataset.camera, self.cfg.self_supervised,
+                                (self.cfg.data.min_depth, self.cfg.max_depth), channels_last)
 
 
-def photometric_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], camera, cfg: TrainConfig,
+def photometric_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], camera, ss: SelfSupervisedConfig,
+                     depth_range: tuple[float, float] | None = None,
                      channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
-    """The photometric objective of one batch (:class:`~depth_ros.data.posed.PosedFrames` layout): the model's
-    depth (every scale of a multi-scale model) through :func:`depth_ros.losses.self_supervised_loss` with the
-    settings of ``cfg.self_supervised``, plus its SiLog term on the batch's depth when ``silog_weight`` > 0.
-    Shared by the offline trainer and the online adaptation.
+    """The photometric objective of one batch (:func:`~depth_ros.data.posed.pack_sample` layout): the model's depth
+    (every scale of a multi-scale model) through :func:`depth_ros.losses.self_supervised_loss` with the settings
+    ``ss``, plus its SiLog term on the batch's depth when ``ss.silog_weight`` > 0. Shared by the offline trainer
+    and the online adaptation.
 
     Args:
         model: the depth network (metres out).
         batch: ``image``, ``target``, ``sources``, ``target_to_sources`` and ``depth`` tensors.
         camera: :class:`~depth_ros.geometry.camera.PinholeCamera` of the images at network size.
-        cfg: ``self_supervised`` section (and ``data`` / ``max_depth`` for the SiLog term).
+        ss: the objective's settings.
+        depth_range: (min, max) metres of valid depth for the SiLog term (required when it is on).
         channels_last: feed the network channels_last input.
 
     Returns:
         (0-dim loss, statistics: photometric, smoothness, kept and, with the SiLog term, silog).
     """
-    ss = cfg.self_supervised
     out = model(_network_input(batch, channels_last))
     depths = [d.float() for d in out] if isinstance(out, (list, tuple)) else [out.float()[:, None]]
     loss, stats = self_supervised_loss(batch["target"], batch["sources"], depths, camera, batch["target_to_sources"],
                                        ss.automask, ss.smoothness_weight)
     if ss.silog_weight > 0 and torch.isfinite(batch["depth"]).any():
-        silog = _silog_term(depths[0][:, 0], batch["depth"], cfg)
+        depth = batch["depth"]
+        silog = silog_loss(depths[0][:, 0], depth, valid_depth_mask(depth, *depth_range))
         loss = loss + ss.silog_weight * silog
         stats["silog"] = float(silog.detach())
     return loss, stats

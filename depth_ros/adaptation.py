@@ -1,0 +1,377 @@
+"""Online self-supervised adaptation: keyframes from a moving camera, a replay buffer, guarded weight publishing.
+
+The rclpy-free core of ``adaptation_node`` (:mod:`depth_ros.ros.adaptation_node`), in the spirit of CoMoDA
+(Kuznietsov et al., WACV 2021) and MADNet's online adaptation (Tonioni et al., CVPR 2019): each update trains on
+the newest sample plus replayed past ones, with the photometric objective of the offline trainer
+(:func:`depth_ros.learning.objectives.photometric_loss`, metric poses, so metric depth) and its parameter groups
+(:func:`depth_ros.learning.trainable.prepare_trainable`). What is published is an exponential moving average of the
+weights, and only after it beat the currently published weights on held-out keyframes:
+
+1. **Keyframes.** A frame becomes a keyframe when the camera moved at least ``min_translation`` and rotated at most
+   ``max_rotation`` since the previous one. Frames whose pose jumps faster than ``max_speed`` /
+   ``max_angular_speed``, whose image did not change while the camera moved (a frozen driver), that are nearly
+   black or texture-less, or whose camera differs from the first one are rejected and counted by reason.
+2. **Samples.** Three consecutive keyframes make a sample: the middle one is the target, its neighbours the
+   sources. Every ``holdout_every``-th sample is held out for validation (the newest ``holdout_size`` kept); the
+   others enter a replay buffer of ``buffer_size`` samples kept by reservoir sampling (a uniform sample of the whole
+   drive, so the last corridor does not crowd out the rest).
+3. **Guards.** :meth:`OnlineAdapter.check` scores the moving average and the published weights on the held-out
+   samples: photometric loss and the odometry-consistent scale (the depth scale factor that best explains the
+   metric motion). It publishes only a candidate that is better on both counts; a non-finite candidate or one worse
+   than the starting weights by ``divergence_factor`` is rolled back to the last published weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from depth_ros.checkpoints import CheckpointMetadata, build_model, save_checkpoint
+from depth_ros.data.posed import network_image, pack_sample
+from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.geometry.transform import motion, relative_pose
+from depth_ros.learning.config import TRAINABLE, OptimConfig, SelfSupervisedConfig
+from depth_ros.learning.objectives import photometric_loss
+from depth_ros.learning.trainable import build_optimizer, deployable_state_dict, prepare_trainable
+from depth_ros.losses import self_supervised_loss
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest.pth"
+RESTART_AFTER = 1.0  # s without an accepted frame after which the keyframe chain restarts
+SCALE_CANDIDATES = tuple(float(s) for s in np.geomspace(0.5, 2.0, 25))  # depth scale factors tried on held-out data
+
+
+@dataclass(frozen=True)
+class AdaptationConfig:
+    """Parameters of the online adaptation (the ``adaptation_node`` parameters of the same names).
+
+    Attributes:
+        min_translation: metres the camera must move between keyframes.
+        max_rotation: degrees the camera may rotate between keyframes (more restarts the keyframe chain).
+        max_speed: m/s; a faster pose change between two frames is a pose jump (rejected).
+        max_angular_speed: deg/s; likewise for rotation.
+        buffer_size: replay buffer capacity in samples.
+        holdout_every: every n-th sample is held out for the guards.
+        holdout_size: held-out samples kept (the newest).
+        batch_size: samples per update (the newest plus replayed ones).
+        trainable: which parameters adapt (``full``, ``head``, ``norms_biases``, ``lora``; as the offline trainer).
+        lr: learning rate (the decoder/head gets ``lr * head_lr_factor``).
+        head_lr_factor: head learning-rate factor.
+        ema_decay: weight of the old average per update in the exponential moving average.
+        min_updates_between_checks: updates between two guarded publish attempts.
+        divergence_factor: roll back when the candidate's held-out loss exceeds the starting weights' by this factor.
+        scale_tolerance: a candidate may not move the odometry-consistent scale further from 1 than the published
+            weights by more than this (relative).
+        automask, smoothness_weight: the photometric objective's settings.
+    """
+
+    min_translation: float = 0.03
+    max_rotation: float = 15.0
+    max_speed: float = 3.0
+    max_angular_speed: float = 180.0
+    buffer_size: int = 256
+    holdout_every: int = 8
+    holdout_size: int = 8
+    batch_size: int = 4
+    trainable: str = "norms_biases"
+    lr: float = 1e-4
+    head_lr_factor: float = 10.0
+    ema_decay: float = 0.9
+    min_updates_between_checks: int = 10
+    divergence_factor: float = 1.5
+    scale_tolerance: float = 0.02
+    automask: bool = True
+    smoothness_weight: float = 1e-3
+
+    def __post_init__(self):
+        checks = {
+            "min_translation": self.min_translation >= 0, "max_rotation": 0 < self.max_rotation <= 180,
+            "max_speed": self.max_speed > 0, "max_angular_speed": self.max_angular_speed > 0,
+            "buffer_size": self.buffer_size >= 1, "holdout_every": self.holdout_every >= 2,
+            "holdout_size": self.holdout_size >= 1, "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0 and math.isfinite(self.lr), "head_lr_factor": self.head_lr_factor > 0,
+            "ema_decay": 0 <= self.ema_decay < 1, "min_updates_between_checks": self.min_updates_between_checks >= 1,
+            "divergence_factor": self.divergence_factor > 1, "scale_tolerance": self.scale_tolerance >= 0,
+            "smoothness_weight": self.smoothness_weight >= 0}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"adaptation parameter {name} is out of range: {getattr(self, name)!r}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"adaptation parameter trainable: {self.trainable!r} is not one of {', '.join(TRAINABLE)}")
+
+
+@dataclass
+class _Keyframe:
+    rgb: np.ndarray  # network-size float32 RGB in [0, 1]
+    pose: np.ndarray  # T_world_camera
+    stamp: float
+
+
+@dataclass(frozen=True)
+class Score:
+    """How well weights explain the held-out keyframes.
+
+    Attributes:
+        loss: mean photometric loss (lower is better).
+        scale: odometry-consistent scale ratio: predicted depth / the depth that best explains the metric motion
+            (1 is metric; 1.3 means 30 % too far).
+    """
+
+    loss: float
+    scale: float
+
+
+class OnlineAdapter:
+    """Adapts a depth checkpoint online from posed frames; thread-safe between :meth:`offer` and :meth:`update`.
+
+    Args:
+        checkpoint: starting weights (a file or model id :func:`depth_ros.checkpoints.build_model` loads).
+        output_dir: where published weights go (``latest.pth``, atomic writes, same format and metadata).
+        config: the adaptation parameters.
+        input_size: network short side; None: the checkpoint's training size.
+        device: torch device string.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be loaded.
+        ValueError: bad configuration.
+    """
+
+    def __init__(self, checkpoint, output_dir: str | Path, config: AdaptationConfig = AdaptationConfig(),
+                 input_size: int | None = None, device: str = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        model, metadata = build_model(checkpoint)
+        if metadata.head != "metric":
+            raise ValueError(f"{checkpoint}: online adaptation needs a metric model, this one is {metadata.head}")
+        self.metadata: CheckpointMetadata = replace(metadata, input_size=input_size or metadata.input_size)
+        self.output_dir = Path(output_dir)
+        self._optim = OptimConfig(lr=config.lr, head_lr_factor=config.head_lr_factor, trainable=config.trainable,
+                                  weight_decay=0.0)
+        self._objective = SelfSupervisedConfig(automask=config.automask, smoothness_weight=config.smoothness_weight)
+        model = model.to(self.device)
+        self._scorer = copy.deepcopy(model).eval()  # a plain model that scores weight states
+        self.model, groups = prepare_trainable(model, self._optim)
+        self.model.train()
+        self._trainable = [p for g in groups for p in g["params"]]
+        self.optimizer = build_optimizer(groups, self._optim)
+        self._ema = [p.detach().clone() for p in self._trainable]
+        # the frozen weights never change, so the trainable values identify a training state (LoRA included)
+        self._start_values = [p.detach().clone() for p in self._trainable]
+        self._published_values = self._start_values
+        self.start_state = _copy_state(deployable_state_dict(self.model))
+        self.published_state = self.start_state
+        self._lock = threading.Lock()
+        self.camera: PinholeCamera | None = None  # of the original images
+        self._network_camera: PinholeCamera | None = None
+        self._last: _Keyframe | None = None  # last accepted frame
+        self._chain: deque[_Keyframe] = deque(maxlen=3)
+        self.replay: list[dict[str, torch.Tensor]] = []
+        self.holdout: deque[dict[str, torch.Tensor]] = deque(maxlen=config.holdout_size)
+        self._rng = np.random.default_rng(0)
+        self.counts = Counter()
+        self.samples_seen = 0
+        self.updates = 0
+        self._updates_at_check = 0
+        self.start_score: Score | None = None
+        self.published_score: Score | None = None
+        self.last_loss = math.nan
+
+    # -- frames ----------------------------------------------------------------------------------------------------
+
+    def offer(self, rgb: np.ndarray, camera: PinholeCamera, pose: np.ndarray, stamp: float) -> str:
+        """Consider one posed frame; returns what happened to it (``keyframe``, ``sample``, ``not moved``, or a
+        rejection reason), also counted in :attr:`counts`.
+
+        Args:
+            rgb: (H, W, 3) uint8 RGB image.
+            camera: its intrinsics (at H x W).
+            pose: (4, 4) ``T_world_camera`` of the image (camera optical frame to a fixed frame, metres), e.g. odom.
+            stamp: image stamp in seconds.
+        """
+        outcome = self._offer(rgb, camera, np.asarray(pose, dtype=np.float64), float(stamp))
+        self.counts[outcome] += 1
+        return outcome
+
+    def _offer(self, rgb, camera, pose, stamp) -> str:
+        if self.camera is None:
+            self.camera = camera
+        elif camera != self.camera:
+            return "rejected: camera_info mismatch"
+        if not np.isfinite(pose).all():
+            return "rejected: invalid pose"
+        small, self._network_camera = network_image(rgb, camera, self.metadata.input_size)
+        if small.mean() < 0.03 or small.std() < 0.01:
+            return "rejected: dark or texture-less image"
+        last = self._last
+        if last is not None and stamp - last.stamp > RESTART_AFTER:
+            self._chain.clear()  # a long pause (or lasting pose jump): start afresh, nothing to compare with
+            last = None
+        if last is not None:
+            dt = stamp - last.stamp
+            if dt <= 0:
+                return "rejected: stamp not increasing"
+            translation, angle = motion(relative_pose(last.pose, pose))
+            if translation / dt > self.config.max_speed or angle / dt > self.config.max_angular_speed:
+                self._chain.clear()  # the next frames are measured against the last good one
+                return "rejected: pose jump"
+            if translation >= self.config.min_translation and np.abs(small - last.rgb).mean() < 1e-3:
+                return "rejected: image frozen while moving"
+        self._last = _Keyframe(small, pose, stamp)
+        if self._chain:
+            translation, angle = motion(relative_pose(self._chain[-1].pose, pose))
+            if translation < self.config.min_translation:
+                return "not moved"
+            if angle > self.config.max_rotation:
+                self._chain.clear()
+        self._chain.append(self._last)
+        if len(self._chain) < 3:
+            return "keyframe"
+        self._add_sample(self._sample(*self._chain))
+        return "sample"
+
+    @staticmethod
+    def _sample(before: _Keyframe, target: _Keyframe, after: _Keyframe) -> dict[str, torch.Tensor]:
+        return pack_sample(target.rgb, [before.rgb, after.rgb], target.pose, np.stack([before.pose, after.pose]))
+
+    def _add_sample(self, sample: dict[str, torch.Tensor]) -> None:
+        with self._lock:
+            self.samples_seen += 1
+            if self.samples_seen % self.config.holdout_every == 0:
+                self.holdout.append(sample)
+            elif len(self.replay) < self.config.buffer_size:
+                self.replay.append(sample)
+            else:  # reservoir sampling: every sample so far is kept with equal probability
+                slot = int(self._rng.integers(0, self.samples_seen))
+                if slot < self.config.buffer_size:
+                    self.replay[slot] = sample
+            self._newest = sample
+
+    # -- training --------------------------------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """True once the replay buffer holds a full batch."""
+        return len(self.replay) >= self.config.batch_size
+
+    def update(self) -> float | None:
+        """One optimiser step on the newest sample plus replayed ones, then the moving-average update.
+
+        Returns:
+            The batch loss, or None when not :meth:`ready` or the loss was not finite (the step is skipped and
+            counted as ``non-finite loss``).
+        """
+        with self._lock:
+            if not self.ready():
+                return None
+            picks = self._rng.choice(len(self.replay), self.config.batch_size - 1, replace=False).tolist()
+            samples = [self._newest] + [self.replay[i] for i in picks]
+        batch = {key: torch.stack([s[key] for s in samples]).to(self.device) for key in samples[0]}
+        loss, _ = photometric_loss(self.model, batch, self._network_camera, self._objective)
+        if not torch.isfinite(loss):
+            self.counts["non-finite loss"] += 1
+            self.optimizer.zero_grad()
+            return None
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self._trainable, 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        with torch.no_grad():
+            for average, p in zip(self._ema, self._trainable, strict=True):
+                average.mul_(self.config.ema_decay).add_(p.detach(), alpha=1 - self.config.ema_decay)
+        self.updates += 1
+        self.last_loss = float(loss.detach())
+        return self.last_loss
+
+    def candidate_state(self) -> dict[str, torch.Tensor]:
+        """The moving-average weights in the plain model layout (what would be published)."""
+        with torch.no_grad():
+            live = [p.detach().clone() for p in self._trainable]
+            self._set_trainable(self._ema)
+            state = _copy_state(deployable_state_dict(self.model))
+            self._set_trainable(live)
+        return state
+
+    @torch.no_grad()
+    def _set_trainable(self, values: list[torch.Tensor]) -> None:
+        for p, value in zip(self._trainable, values, strict=True):
+            p.copy_(value)
+
+    # -- guards ----------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(self, state: dict[str, torch.Tensor]) -> Score | None:
+        """Held-out photometric loss and odometry-consistent scale of weights ``state``; None without held-out
+        samples."""
+        with self._lock:
+            holdout = list(self.holdout)
+        if not holdout:
+            return None
+        self._scorer.load_state_dict(state)
+        batch = {key: torch.stack([s[key] for s in holdout]).to(self.device) for key in holdout[0]}
+        depth = self._scorer(batch["image"]).float()[:, None]
+        losses = [float(self_supervised_loss(batch["target"], batch["sources"], [depth * factor], self._network_camera,
+                                             batch["target_to_sources"], self.config.automask,
+                                             self.config.smoothness_weight)[0]) for factor in SCALE_CANDIDATES]
+        best = int(np.nanargmin(losses)) if np.isfinite(losses).any() else SCALE_CANDIDATES.index(1.0)
+        return Score(loss=losses[SCALE_CANDIDATES.index(1.0)], scale=1.0 / SCALE_CANDIDATES[best])
+
+    def check(self) -> str:
+        """Guarded publishing: ``published`` (written to ``output_dir/latest.pth``), ``kept`` (not better),
+        ``rolled back`` (diverged: training weights reset to the published ones) or ``waiting`` (too few updates or
+        no held-out sample yet). Counted in :attr:`counts`."""
+        if self.updates - self._updates_at_check < self.config.min_updates_between_checks or not self.holdout:
+            return "waiting"
+        self._updates_at_check = self.updates
+        candidate_state = self.candidate_state()
+        candidate, published = self.score(candidate_state), self.score(self.published_state)
+        start = published if self.published_state is self.start_state else self.score(self.start_state)
+        self.start_score, self.published_score = start, published
+        if not math.isfinite(candidate.loss) or candidate.loss > start.loss * self.config.divergence_factor:
+            self._restore(self._published_values)
+            outcome = "rolled back"
+            log.warning("adaptation diverged (held-out loss %.4f, start %.4f): rolled back to the published weights",
+                        candidate.loss, start.loss)
+        elif candidate.loss < published.loss and \
+                abs(math.log(candidate.scale)) <= abs(math.log(published.scale)) + self.config.scale_tolerance:
+            self.published_state, self.published_score = candidate_state, candidate
+            self._published_values = [v.clone() for v in self._ema]
+            self.publish(candidate_state)
+            outcome = "published"
+        else:
+            outcome = "kept"
+        self.counts[outcome] += 1
+        return outcome
+
+    def publish(self, state: dict[str, torch.Tensor]) -> Path:
+        """Write ``state`` as ``output_dir/latest.pth`` (atomic; the starting checkpoint's metadata)."""
+        return save_checkpoint(self.output_dir / LATEST, state, self.metadata)
+
+    def reset(self) -> Path:
+        """Back to the starting weights: training state, moving average and published weights; publishes them."""
+        self._restore(self._start_values)
+        self.published_state, self.published_score = self.start_state, None
+        self._published_values = self._start_values
+        self.counts["resets"] += 1
+        return self.publish(self.start_state)
+
+    def _restore(self, values: list[torch.Tensor]) -> None:
+        """Training weights and moving average set to ``values``; a fresh optimiser (its moments belong to the
+        abandoned trajectory)."""
+        self._set_trainable(values)
+        with torch.no_grad():
+            for average, value in zip(self._ema, values, strict=True):
+                average.copy_(value)
+        self.optimizer = build_optimizer([{"params": g["params"], "lr": g["lr"]} for g in self.optimizer.param_groups],
+                                         self._optim)
+
+
+def _copy_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").clone() for k, v in state.items()}

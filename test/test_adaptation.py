@@ -1,0 +1,99 @@
+"""OnlineAdapter (depth_ros.adaptation): keyframe gating, rejections, replay, guarded publishing and rollback, on
+real 7-Scenes frames with their ground-truth camera poses."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from depth_ros.adaptation import LATEST, AdaptationConfig, OnlineAdapter
+from depth_ros.checkpoints import load_checkpoint
+from depth_ros.data.tum import TumRGBD
+from depth_ros.geometry.transform import PoseTrajectory, pose_matrix
+from depth_ros.testing import random_checkpoint
+
+
+@pytest.fixture(scope="module")
+def drive(shared_data):
+    """Frames 300..371 of the 30 Hz sequence (~30 cm of motion): (rgb, camera, T_world_camera, stamp) each."""
+    folder = shared_data / "7scenes_redkitchen_odom" / "tum"
+    sequence = TumRGBD(folder)
+    trajectory = PoseTrajectory.from_tum_file(folder / "groundtruth.txt")
+    frames = []
+    for index in range(300, 372, 2):
+        frame = sequence[index]
+        frames.append((frame.rgb, frame.camera, trajectory.at(frame.stamp), frame.stamp))
+    return frames
+
+
+@pytest.fixture()
+def adapter(tmp_path):
+    start = random_checkpoint(tmp_path / "start.pth", input_size=42, max_depth=10.0)
+    config = AdaptationConfig(min_translation=0.02, batch_size=2, holdout_every=3, min_updates_between_checks=2)
+    return OnlineAdapter(start, tmp_path / "out", config)
+
+
+def test_a_stationary_camera_makes_no_sample_and_no_update(adapter, drive):
+    rgb, camera, pose, stamp = drive[0]
+    outcomes = [adapter.offer(rgb, camera, pose, stamp + 0.1 * i) for i in range(20)]
+    assert outcomes[0] == "keyframe" and set(outcomes[1:]) == {"not moved"}
+    assert not adapter.ready() and adapter.update() is None and adapter.samples_seen == 0
+
+
+def test_bad_frames_are_rejected_and_counted(adapter, drive):
+    rgb, camera, pose, stamp = drive[0]
+    assert adapter.offer(rgb, camera, pose, stamp) == "keyframe"
+    jumped = pose_matrix([1.0, 0, 0, 0, 0, 0]) @ pose  # 1 m in 33 ms: 30 m/s
+    assert adapter.offer(drive[1][0], camera, jumped, stamp + 1 / 30) == "rejected: pose jump"
+    assert adapter.offer(drive[2][0], camera.resized(320, 240), drive[2][2], drive[2][3]) \
+        == "rejected: camera_info mismatch"
+    assert adapter.offer(np.zeros_like(rgb), camera, drive[3][2], drive[3][3]) \
+        == "rejected: dark or texture-less image"
+    assert adapter.offer(rgb, camera, drive[4][2], drive[4][3]) == "rejected: image frozen while moving"
+    assert adapter.offer(drive[5][0], camera, drive[5][2], drive[5][3] - 10.0) == "rejected: stamp not increasing"
+    assert sum(count for outcome, count in adapter.counts.items() if outcome.startswith("rejected")) == 5
+
+
+def test_a_moving_camera_gives_samples_updates_and_a_guarded_publish(adapter, drive):
+    outcomes = [adapter.offer(*frame) for frame in drive]
+    assert outcomes.count("sample") >= 8 and adapter.ready() and len(adapter.holdout) >= 2
+    assert adapter.check() == "waiting"  # no update yet
+    losses = [adapter.update() for _ in range(4)]
+    assert all(loss is not None and 0 < loss < 1 for loss in losses)
+    outcome = adapter.check()
+    assert outcome in ("published", "kept")
+    score = adapter.score(adapter.published_state)
+    assert math.isfinite(score.loss) and 0.5 <= score.scale <= 2.0
+    if outcome == "published":
+        state, metadata = load_checkpoint(adapter.output_dir / LATEST)
+        assert metadata == adapter.metadata and all(torch.equal(state[k], v) for k, v in
+                                                    adapter.published_state.items())
+
+
+def test_a_diverged_model_is_rolled_back_to_the_published_weights(adapter, drive):
+    for frame in drive:
+        adapter.offer(*frame)
+    for _ in range(2):
+        adapter.update()
+    with torch.no_grad():  # a wrecked update: every trainable weight becomes NaN
+        for average in adapter._ema:
+            average.fill_(float("nan"))
+    assert adapter.check() == "rolled back" and adapter.counts["rolled back"] == 1
+    assert not (adapter.output_dir / LATEST).exists()  # nothing worse was ever published
+    restored = adapter.candidate_state()
+    assert all(torch.equal(restored[k], v) for k, v in adapter.start_state.items())
+    assert adapter.update() is not None  # training goes on from the restored weights
+
+
+def test_reset_publishes_the_starting_weights(adapter):
+    path = adapter.reset()
+    state, _ = load_checkpoint(path)
+    assert all(torch.equal(state[k], v) for k, v in adapter.start_state.items())
+
+
+def test_config_ranges_are_checked():
+    with pytest.raises(ValueError, match="ema_decay is out of range"):
+        AdaptationConfig(ema_decay=1.0)
+    with pytest.raises(ValueError, match="trainable: 'everything' is not one of"):
+        AdaptationConfig(trainable="everything")
