@@ -11,6 +11,13 @@ Threads: the executor runs the callbacks, which only check and store messages; o
 the newest image (a queue of depth 1: an image still waiting when a newer one arrives is dropped and counted), so
 latency stays bounded when images come faster than the network runs.
 
+Model swap: ``checkpoint`` is the one parameter that may change at run time (``ros2 param set <node> checkpoint
+<file or id>``, or a SetParameters request as adaptation_node sends). The new model loads in a background thread
+while the old one keeps publishing, and takes over between two frames; a file that does not exist is refused at
+once, one that cannot be loaded (corrupt, relative head, ...) is rejected with an error log, the parameter returns
+to the running checkpoint, and the old model goes on. /diagnostics reports the checkpoint in use, swaps and
+rejections; live accuracy restarts with each model.
+
 Parameters: :mod:`depth_ros.ros.params` (documented in config/depth.yaml). The computation itself is
 :class:`depth_ros.pipeline.DepthPipeline`; this module only adapts messages and threads to it.
 """
@@ -22,18 +29,21 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from depth_ros.checkpoints import OFFICIAL_MODELS, CheckpointError, is_transformers_source, resolve
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.transform import pose_matrix, pose_msg_to_matrix
 from depth_ros.metrics import evaluate_depth, reference_at
@@ -111,6 +121,10 @@ class DepthNode(Node):
         self.config = config = declare_and_load(self)
         self.pipeline = DepthPipeline.from_config(config)
         self.stats = NodeStats()
+        self.stats.model(config.checkpoint, swapped=False)
+        self._loading: threading.Thread | None = None
+        self._reverting = False
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._last_logged: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._warned_once: set[str] = set()
@@ -236,7 +250,49 @@ class DepthNode(Node):
             self._wake.notify()
         self._worker.join(timeout=10.0)
 
+    # --- model swap -------------------------------------------------------------------------------------------
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Accept a new ``checkpoint`` that names a loadable file or model id; it loads in the background while the
+        old model keeps running, and replaces it between two frames (:meth:`_load_checkpoint`)."""
+        for parameter in parameters:
+            if parameter.name != "checkpoint" or self._reverting:
+                continue
+            value = parameter.value
+            if not isinstance(value, str) or not value:
+                return SetParametersResult(successful=False, reason="checkpoint must name a checkpoint file or id")
+            if self._loading is not None and self._loading.is_alive():
+                return SetParametersResult(successful=False, reason="a checkpoint is still loading; retry later")
+            try:
+                if value not in OFFICIAL_MODELS and not is_transformers_source(value):
+                    resolve(value)  # a file must exist now; a model id is fetched by the loader
+            except CheckpointError as error:
+                self.stats.checkpoint_rejected()
+                self.get_logger().error(f"checkpoint rejected, keeping {self.stats.checkpoint}: {error}")
+                return SetParametersResult(successful=False, reason=str(error))
+            self._loading = threading.Thread(target=self._load_checkpoint, args=(value, self.stats.checkpoint),
+                                             name="checkpoint_loader", daemon=True)
+            self._loading.start()
+        return SetParametersResult(successful=True)
+
+    def _load_checkpoint(self, checkpoint: str, previous: str) -> None:
+        try:
+            config = replace(self.config, checkpoint=checkpoint)
+            pipeline = DepthPipeline.from_config(config)
+        except (ValueError, OSError) as error:  # CheckpointError, a relative model, an unreadable file
+            self.stats.checkpoint_rejected()
+            self.get_logger().error(f"checkpoint {checkpoint} rejected, keeping {previous}: {error}")
+            self._reverting = True
+            try:
+                self.set_parameters([Parameter("checkpoint", value=previous)])
+            finally:
+                self._reverting = False
+            return
+        self.pipeline, self.config = pipeline, config  # the worker picks it up at its next frame
+        self.stats.model(checkpoint, swapped=True)
+        self.get_logger().info(f"model swapped: now running {checkpoint}")
+
     def _process(self, frame: _Frame) -> None:
+        pipeline = self.pipeline  # one model for the whole frame, even if a swap lands meanwhile
         wanted = {topic for topic, publisher in self._outputs.items() if publisher.get_subscription_count() > 0}
         if not wanted and not self.config.use_reference_depth:
             self.stats.idle()
@@ -254,12 +310,12 @@ class DepthNode(Node):
         camera = self._camera_for(header, *rgb.shape[:2])
         pose = self._camera_pose(header) if camera is not None and want_grid else None
         try:
-            out = self.pipeline.run(rgb, camera, pose, want_cloud="points" in wanted, want_grid=want_grid)
+            out = pipeline.run(rgb, camera, pose, want_cloud="points" in wanted, want_grid=want_grid)
         except ValueError as error:  # e.g. an image smaller than one 14 x 14 px network patch
             self._reject("image", str(error))
             return
         start = time.perf_counter()
-        messages = output_messages(out, header, self.config.grid_frame, self.pipeline.grid_options.spec, wanted)
+        messages = output_messages(out, header, self.config.grid_frame, pipeline.grid_options.spec, wanted)
         for topic, msg in messages.items():
             self._outputs[topic].publish(msg)
         from_stamp = (self.get_clock().now().nanoseconds - stamp_ns(header)) / 1e9

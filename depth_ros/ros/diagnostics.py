@@ -31,6 +31,9 @@ class NodeStats:
         self._period = self._new_period()
         self._accuracy_sums = dict.fromkeys(ACCURACY_METRICS, 0.0)
         self.accuracy_frames = 0
+        self.checkpoint = ""
+        self.model_swaps = 0
+        self.rejected_checkpoints = 0
 
     @staticmethod
     def _new_period() -> dict:
@@ -80,8 +83,22 @@ class NodeStats:
             for stage, seconds in stages.items():
                 period["stages"][stage] = period["stages"].get(stage, 0.0) + seconds
 
+    def model(self, checkpoint: str, swapped: bool) -> None:
+        """The model in use is now ``checkpoint`` (after a swap when ``swapped``); accuracy restarts with it."""
+        with self._lock:
+            self.checkpoint = checkpoint
+            self.model_swaps += int(swapped)
+            self._accuracy_sums = dict.fromkeys(ACCURACY_METRICS, 0.0)
+            self.accuracy_frames = 0
+
+    def checkpoint_rejected(self) -> None:
+        """A checkpoint offered at run time could not be used (the old model kept running)."""
+        with self._lock:
+            self.rejected_checkpoints += 1
+
     def accuracy(self, metrics: dict[str, float]) -> None:
-        """Per-frame metrics against the reference depth (depth_ros.metrics names); averaged over frames."""
+        """Per-frame metrics against the reference depth (depth_ros.metrics names); averaged over the frames of the
+        current model."""
         with self._lock:
             self.accuracy_frames += 1
             for name in ACCURACY_METRICS:
@@ -105,6 +122,9 @@ class NodeStats:
                 "processed frames": self.processed_total,
                 "dropped frames": self.dropped_total,
                 "rejected messages": self.rejected_total,
+                "checkpoint": self.checkpoint,
+                "model swaps": self.model_swaps,
+                "rejected checkpoints": self.rejected_checkpoints,
             }
             if processed:
                 stages = period["stages"]
@@ -135,4 +155,4 @@ class NodeStats:
 
 
 def _format(value) -> str:
-    return str(value) if isinstance(value, int) else f"{value:.4g}"
+    return str(value) if isinstance(value, (int, str)) else f"{value:.4g}"

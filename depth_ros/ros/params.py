@@ -227,8 +227,12 @@ def _convert(name: str, value: Any, default: Any) -> Any:
     return value
 
 
+RUNTIME_PARAMETERS = ("checkpoint",)  # may change while the node runs (depth_node swaps the model between frames)
+
+
 def declare_and_load(node) -> NodeConfig:
-    """Declare every :class:`NodeConfig` field as a read-only parameter of ``node`` and return the validated config.
+    """Declare every :class:`NodeConfig` field as a parameter of ``node`` (read-only but for
+    :data:`RUNTIME_PARAMETERS`) and return the validated config.
 
     Args:
         node: an ``rclpy.node.Node``; values come from its parameter overrides (``--ros-args -p``, params files).
@@ -251,6 +255,6 @@ def declare_and_load(node) -> NodeConfig:
     values = {}
     for name, default in NodeConfig.defaults().items():
         descriptor = ParameterDescriptor(
-            description=NodeConfig.documentation()[name], read_only=True, dynamic_typing=True)
+            description=NodeConfig.documentation()[name], read_only=name not in RUNTIME_PARAMETERS, dynamic_typing=True)
         values[name] = node.declare_parameter(name, default, descriptor).value
     return NodeConfig.from_values(values)
