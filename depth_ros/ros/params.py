@@ -36,9 +36,87 @@ def _param(default: Any, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
+class ParameterTable:
+    """Base of a node's typed parameters: a frozen dataclass whose fields (made with ``_param``) carry default and
+    documentation; subclasses set :attr:`NODE_NAME` and :attr:`RUNTIME` and implement ``_validate``."""
+
+    NODE_NAME = ""
+    PARAMS_FILE = ""  # the documented parameters file in config/
+    RUNTIME: tuple[str, ...] = ()  # parameters that may change while the node runs
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]):
+        """Build a config from parameter values, checking types and ranges.
+
+        Args:
+            values: parameter name -> value (e.g. from rclpy or a YAML file); missing names take their defaults.
+                Integers are accepted for float parameters.
+
+        Raises:
+            ConfigError: unknown name, wrong type or value out of range; the message names the parameter.
+        """
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown parameter(s): {', '.join(unknown)}")
+        converted = {name: _convert(name, value, known[name].default) for name, value in values.items()}
+        config = cls(**converted)
+        config._validate()
+        return config
+
+    @classmethod
+    def from_params_file(cls, path: str | Path | None = None, **overrides: Any):
+        """Config from a ROS 2 parameters YAML file (e.g. config/depth.yaml; None: the defaults) and overrides.
+
+        Takes ``ros__parameters`` of the ``/**`` entry and of any entry naming :attr:`NODE_NAME` (with or without
+        a namespace), the latter winning, as a node of that name would receive them.
+
+        Args:
+            path: the parameters file, or None for the defaults.
+            overrides: parameter name -> value; None values are ignored (e.g. CLI options not given).
+
+        Raises:
+            OSError: the file cannot be read.
+            ConfigError: not YAML, no ``/**`` / node entry with ``ros__parameters``, or a value the node could not
+                run with (names the parameter).
+        """
+        values = {}
+        if path is not None:
+            try:
+                content = yaml.safe_load(Path(path).read_text())
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not a YAML parameters file: {exc}") from exc
+            entries = [key for key in (content or {})
+                       if key == "/**" or str(key).rsplit("/", 1)[-1] == cls.NODE_NAME]
+            if not entries:
+                raise ConfigError(f"{path}: no '/**' or '{cls.NODE_NAME}' entry with ros__parameters")
+            entries.sort(key=lambda key: key != "/**")  # wildcard first, so the node's own values override it
+            for key in entries:
+                values.update((content[key] or {}).get("ros__parameters") or {})
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls.from_values(values)
+
+    @classmethod
+    def documentation(cls) -> dict[str, str]:
+        """Parameter name -> description with units."""
+        return {f.name: f.metadata["doc"] for f in fields(cls)}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Parameter name -> default value (tuples as lists, the type rclpy declares arrays with)."""
+        return {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in fields(cls)}
+
+    def _validate(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class NodeConfig:
+class NodeConfig(ParameterTable):
     """Typed, validated parameters of ``depth_node``. Units are in each field's documentation (``doc``)."""
+
+    NODE_NAME = "depth_node"
+    PARAMS_FILE = "config/depth.yaml"
+    RUNTIME = ("checkpoint",)  # depth_node swaps the model between frames
 
     # --- model
     checkpoint: str = _param(
@@ -103,67 +181,6 @@ class NodeConfig:
         return (max(1, round(self.grid_size_x / self.grid_resolution)),
                 max(1, round(self.grid_size_y / self.grid_resolution)))
 
-    @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> NodeConfig:
-        """Build a config from parameter values, checking types and ranges.
-
-        Args:
-            values: parameter name -> value (e.g. from rclpy or a YAML file); missing names take their defaults.
-                Integers are accepted for float parameters.
-
-        Raises:
-            ConfigError: unknown name, wrong type or value out of range; the message names the parameter.
-        """
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown parameter(s): {', '.join(unknown)}")
-        converted = {name: _convert(name, value, known[name].default) for name, value in values.items()}
-        config = cls(**converted)
-        config._validate()
-        return config
-
-    @classmethod
-    def from_params_file(cls, path: str | Path | None = None, **overrides: Any) -> NodeConfig:
-        """Config from a ROS 2 parameters YAML file (e.g. config/depth.yaml; None: the defaults) and overrides.
-
-        Takes ``ros__parameters`` of the ``/**`` entry and of any entry naming ``depth_node`` (with or without a
-        namespace), the latter winning, as a node called depth_node would receive them.
-
-        Args:
-            path: the parameters file, or None for the defaults.
-            overrides: parameter name -> value; None values are ignored (e.g. CLI options not given).
-
-        Raises:
-            OSError: the file cannot be read.
-            ConfigError: not YAML, no ``/**`` / ``depth_node`` entry with ``ros__parameters``, or a value the node
-                could not run with (names the parameter).
-        """
-        values = {}
-        if path is not None:
-            try:
-                content = yaml.safe_load(Path(path).read_text())
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: not a YAML parameters file: {exc}") from exc
-            entries = [key for key in (content or {}) if key == "/**" or str(key).rsplit("/", 1)[-1] == "depth_node"]
-            if not entries:
-                raise ConfigError(f"{path}: no '/**' or 'depth_node' entry with ros__parameters")
-            entries.sort(key=lambda key: key != "/**")  # wildcard first, so depth_node's own values override it
-            for key in entries:
-                values.update((content[key] or {}).get("ros__parameters") or {})
-        values.update({name: value for name, value in overrides.items() if value is not None})
-        return cls.from_values(values)
-
-    @classmethod
-    def documentation(cls) -> dict[str, str]:
-        """Parameter name -> description with units."""
-        return {f.name: f.metadata["doc"] for f in fields(cls)}
-
-    @classmethod
-    def defaults(cls) -> dict[str, Any]:
-        """Parameter name -> default value (tuples as lists, the type rclpy declares arrays with)."""
-        return {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in fields(cls)}
-
     def _validate(self) -> None:
         cells = math.prod(self.grid_shape) if self.grid_resolution > 0 else 0
         checks = [
@@ -227,18 +244,16 @@ def _convert(name: str, value: Any, default: Any) -> Any:
     return value
 
 
-RUNTIME_PARAMETERS = ("checkpoint",)  # may change while the node runs (depth_node swaps the model between frames)
-
-
-def declare_and_load(node) -> NodeConfig:
-    """Declare every :class:`NodeConfig` field as a parameter of ``node`` (read-only but for
-    :data:`RUNTIME_PARAMETERS`) and return the validated config.
+def declare_and_load(node, table: type[ParameterTable] = NodeConfig):
+    """Declare every field of ``table`` as a parameter of ``node`` (read-only but for ``table.RUNTIME``) and return
+    the validated config.
 
     Args:
         node: an ``rclpy.node.Node``; values come from its parameter overrides (``--ros-args -p``, params files).
+        table: the node's parameter table (:class:`NodeConfig` for depth_node).
 
     Raises:
-        ConfigError: as :meth:`NodeConfig.from_values`; also for an override naming no parameter of the node (a
+        ConfigError: as :meth:`ParameterTable.from_values`; also for an override naming no parameter of the node (a
             typo in a params file would otherwise be silently ignored by rclpy).
     """
     from rcl_interfaces.msg import ParameterDescriptor
@@ -246,15 +261,15 @@ def declare_and_load(node) -> NodeConfig:
     # rclpy has no public accessor for the overrides it was given; rclpy itself declares use_sim_time and the
     # qos_overrides.* / start_type_description_service parameters.
     overrides = getattr(node, "_parameter_overrides", {})
-    unknown = sorted(name for name in overrides if name not in NodeConfig.defaults()
+    unknown = sorted(name for name in overrides if name not in table.defaults()
                      and name not in ("use_sim_time", "start_type_description_service")
                      and not name.startswith("qos_overrides."))
     if unknown:
-        raise ConfigError(f"unknown parameter(s): {', '.join(unknown)} (see config/depth.yaml for the valid names)")
+        raise ConfigError(f"unknown parameter(s): {', '.join(unknown)} (see {table.PARAMS_FILE} for the valid names)")
 
     values = {}
-    for name, default in NodeConfig.defaults().items():
+    for name, default in table.defaults().items():
         descriptor = ParameterDescriptor(
-            description=NodeConfig.documentation()[name], read_only=name not in RUNTIME_PARAMETERS, dynamic_typing=True)
+            description=table.documentation()[name], read_only=name not in table.RUNTIME, dynamic_typing=True)
         values[name] = node.declare_parameter(name, default, descriptor).value
-    return NodeConfig.from_values(values)
+    return table.from_values(values)
