@@ -226,12 +226,31 @@ def _static_edges(bag: BagReader) -> dict[str, tuple[str, np.ndarray]]:
     """child frame -> (parent frame, ``T_parent_child``) of every transform on ``/tf_static`` (none without it)."""
     if not bag.has_topic(TF_STATIC_TOPIC):
         return {}
+    return tf_edges(msg for _, _, msg in bag.topic_messages(TF_STATIC_TOPIC, (TF_MESSAGE,)))
+
+
+def tf_edges(messages) -> dict[str, tuple[str, np.ndarray]]:
+    """The TF tree of tf2_msgs/TFMessage messages (rclpy or rosbags): child frame -> (parent frame,
+    ``T_parent_child``); a later transform of a child replaces an earlier one. Frame names without a leading '/'."""
     edges = {}
-    for _, _, msg in bag.topic_messages(TF_STATIC_TOPIC, (TF_MESSAGE,)):
+    for msg in messages:
         for transform in msg.transforms:
             edges[_frame(transform.child_frame_id)] = (_frame(transform.header.frame_id),
                                                         pose_msg_to_matrix(transform))
     return edges
+
+
+def chain_transform(edges: dict[str, tuple[str, np.ndarray]], source: str, target: str) -> np.ndarray | None:
+    """``T_source_target`` (maps ``target``-frame points into ``source``) composed along the path between the two
+    frames in a tree of fixed edges (:func:`tf_edges`); None when they are not connected."""
+    path = _tree_path({child: parent for child, (parent, _) in edges.items()}, _frame(source), _frame(target))
+    if path is None:
+        return None
+    matrix = np.eye(4)
+    for child, inverted in path:
+        edge = edges[child][1]
+        matrix = matrix @ (invert_transform(edge) if inverted else edge)
+    return matrix
 
 
 def _tree_path(parents: dict[str, str], source: str, target: str) -> list[tuple[str, bool]] | None:
@@ -262,15 +281,11 @@ def _extrinsic(bag: BagReader, source: PoseSource, static: dict[str, tuple[str, 
     given = None if source.camera_to_base is None else pose_matrix(source.camera_to_base)
     if body is None:
         return np.eye(4) if given is None else given
-    path = _tree_path({child: parent for child, (parent, _) in static.items()}, body, camera)
-    if path is not None:
-        if given is not None and path:
+    matrix = chain_transform(static, body, camera)
+    if matrix is not None:
+        if given is not None and body != camera:
             log.warning("%s: using the static transform %s -> %s of %s; camera_to_base is ignored", bag.path, body,
                         camera, TF_STATIC_TOPIC)
-        matrix = np.eye(4)
-        for child, inverted in path:
-            edge = static[child][1]
-            matrix = matrix @ (invert_transform(edge) if inverted else edge)
         return matrix
     if given is not None:
         return given
