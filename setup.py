@@ -15,6 +15,7 @@ ROS_WHEELS = [
     "ros-std-msgs",
     "ros-diagnostic-msgs",
     "ros-visualization-msgs",
+    "ros-std-srvs",
     "ros-rmw-fastrtps-cpp",
 ]
 

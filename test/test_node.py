@@ -30,8 +30,8 @@ from depth_ros.ros.conversions import (
     rgb_to_image_msg,
     stamp_ns,
 )
-from depth_ros.ros.depth_node import LOG_PERIOD
 from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE
+from depth_ros.ros.throttle import LOG_PERIOD
 from depth_ros.testing import NodeHarness, large_png, random_checkpoint
 
 BAG = "7scenes_redkitchen_20f_bag"

@@ -24,7 +24,6 @@ Parameters: :mod:`depth_ros.ros.params` (documented in config/depth.yaml). The c
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
@@ -32,12 +31,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -54,22 +50,14 @@ from depth_ros.ros.conversions import (
     image_to_rgb,
     stamp_ns,
 )
-from depth_ros.ros.dds import use_shipped_fastdds_profile
 from depth_ros.ros.diagnostics import NodeStats
 from depth_ros.ros.outputs import OUTPUT_TOPICS, output_messages
 from depth_ros.ros.params import declare_and_load
+from depth_ros.ros.runner import run_node
+from depth_ros.ros.throttle import ThrottledLog
 
-LOG_PERIOD = 5.0  # s between two logs of the same problem
 CACHE_SIZE = 30  # CameraInfo / reference depth messages remembered per frame_id (1 s at 30 Hz)
 OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)  # RViz and Nav2 both match it
-# The values in a problem's text (finite numbers, quoted names): removed, what is left is the kind of problem logs
-# are throttled by (a NaN stays: non-finite is a kind of its own).
-_VALUES = re.compile(r"'[^']*'|[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?")
-
-
-def problem_kind(text: str) -> str:
-    """``text`` without its values: one key for every occurrence of the same problem (e.g. stamps, sizes differ)."""
-    return _VALUES.sub("#", text)
 
 
 @dataclass
@@ -125,8 +113,7 @@ class DepthNode(Node):
         self._loading: threading.Thread | None = None
         self._reverting = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._last_logged: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._log = ThrottledLog(self.get_logger())
         self._warned_once: set[str] = set()
         self._cameras = _StampedCache()
         self._references = _StampedCache()
@@ -162,31 +149,10 @@ class DepthNode(Node):
             f"{self.resolve_topic_name('image/compressed' if config.use_compressed else 'image')}")
 
     # --- logging ----------------------------------------------------------------------------------------------
-    def _due(self, key: str, text: str) -> str | None:
-        """``text`` to log (with the count of the same problems not logged since), or None if a problem with this
-        ``key`` was logged less than LOG_PERIOD s ago."""
-        now = time.monotonic()
-        if now - self._last_logged.get(key, -LOG_PERIOD) < LOG_PERIOD:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return None
-        self._last_logged[key] = now
-        suppressed = self._suppressed.pop(key, 0)
-        return f"{text} ({suppressed} more like it not logged)" if suppressed else text
-
-    # rclpy requires one severity per logging call site, hence one method per severity.
-    def _throttled_error(self, key: str, text: str) -> None:
-        if (text := self._due(key, text)) is not None:
-            self.get_logger().error(text)
-
-    def _throttled_warning(self, key: str, text: str) -> None:
-        if (text := self._due(key, text)) is not None:
-            self.get_logger().warning(text)
-
     def _reject(self, what: str, problem: str, warning: bool = False) -> None:
         """Count a dropped message and log ``dropping <what>: <problem>``, throttled per kind of problem."""
         self.stats.rejected()
-        log = self._throttled_warning if warning else self._throttled_error
-        log(f"{what}: {problem_kind(problem)}", f"dropping {what}: {problem}")
+        self._log.problem(what, problem, warning)
 
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self._warned_once:
@@ -203,10 +169,10 @@ class DepthNode(Node):
                                   f"{previous / 1e9:.9f} s (stamps going backwards)")
             return
         if stamp == 0:
-            self._throttled_warning("zero stamp", "image stamp is 0 (unset): outputs carry it, tf lookups at it "
+            self._log.warning("zero stamp", "image stamp is 0 (unset): outputs carry it, tf lookups at it "
                                                   "fail and no latency from stamp is reported for it")
         if not msg.header.frame_id:
-            self._throttled_warning("empty frame_id", "image has an empty frame_id: depth and points carry it, so "
+            self._log.warning("empty frame_id", "image has an empty frame_id: depth and points carry it, so "
                                                       "nothing can place them (REP 105); set the driver's frame_id")
         with self._wake:
             if self._pending is not None:
@@ -240,7 +206,7 @@ class DepthNode(Node):
             except Exception as error:  # a bug in one frame must not silently end the node's output
                 if self._stopping:
                     return
-                self._throttled_error(f"unexpected {type(error).__name__}",
+                self._log.error(f"unexpected {type(error).__name__}",
                                       f"frame failed with {type(error).__name__}: {error}")
 
     def stop(self) -> None:
@@ -334,7 +300,7 @@ class DepthNode(Node):
         stamp, frame_id = stamp_ns(header), header.frame_id
         found = self._cameras.find(frame_id, stamp)
         if found is None:
-            self._throttled_warning(
+            self._log.warning(
                 f"no camera {frame_id}",
                 f"no valid CameraInfo on {self.resolve_topic_name('camera_info')} for frame '{frame_id}' yet: "
                 "publishing depth only; points and occupancy wait for it")
@@ -343,7 +309,7 @@ class DepthNode(Node):
             check_camera_matches(found[1], height, width)
         except ValueError as error:
             found = self._cameras.find(frame_id, stamp, lambda camera: (camera.width, camera.height) == (width, height))
-            self._throttled_warning(
+            self._log.warning(
                 f"camera size {frame_id}",
                 f"CameraInfo for frame '{frame_id}' does not fit this image: {error}; " + (
                     "publishing depth only for it" if found is None else "using the latest one of its size"))
@@ -379,7 +345,7 @@ class DepthNode(Node):
             transform = self._tf_buffer.lookup_transform(
                 self.config.grid_frame, header.frame_id, Time.from_msg(header.stamp), timeout=Duration(seconds=0.1))
         except Exception as error:  # tf2 raises several unrelated exception types
-            self._throttled_warning("tf", f"no transform {self.config.grid_frame} <- {header.frame_id}: {error}; "
+            self._log.warning("tf", f"no transform {self.config.grid_frame} <- {header.frame_id}: {error}; "
                                           "occupancy skipped")
             return None
         return pose_msg_to_matrix(transform)
@@ -415,31 +381,7 @@ class DepthNode(Node):
 
 def main(args=None) -> int:
     """Entry point of ``depth_node``: exit status 0 on shutdown, 1 with one log line when start-up fails."""
-    use_shipped_fastdds_profile()
-    try:
-        rclpy.init(args=args)
-        node = DepthNode()
-    # RCLError: unreadable --params-file, malformed -p override; the others: ConfigError, CheckpointError, a bad
-    # device, a relative model, ...
-    except (_rclpy.RCLError, ValueError, OSError) as error:
-        message = re.sub(r", at \S+:\d+", "", str(error))  # rcl's source locations mean nothing to users
-        rclpy.logging.get_logger("depth_node").fatal(f"cannot start: {message}")
-        rclpy.try_shutdown()
-        return 1
-    except KeyboardInterrupt:
-        rclpy.try_shutdown()
-        return 0
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(DepthNode, "depth_node", args)
 
 
 if __name__ == "__main__":
