@@ -306,6 +306,12 @@ class OnlineAdapter:
 
     # -- guards ----------------------------------------------------------------------------------------------------
 
+    def scoring_model(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """A plain model (eval mode) holding weights ``state``, e.g. :attr:`published_state`; reused by every call,
+        so use it from one thread (the training thread)."""
+        self._scorer.load_state_dict(state)
+        return self._scorer
+
     @torch.no_grad()
     def score(self, state: dict[str, torch.Tensor]) -> Score | None:
         """Held-out photometric loss and odometry-consistent scale of weights ``state``; None without held-out
@@ -314,9 +320,9 @@ class OnlineAdapter:
             holdout = list(self.holdout)
         if not holdout:
             return None
-        self._scorer.load_state_dict(state)
+        scorer = self.scoring_model(state)
         batch = {key: torch.stack([s[key] for s in holdout]).to(self.device) for key in holdout[0]}
-        depth = self._scorer(batch["image"]).float()[:, None]
+        depth = scorer(batch["image"]).float()[:, None]
         losses = [float(self_supervised_loss(batch["target"], batch["sources"], [depth * factor], self._network_camera,
                                              batch["target_to_sources"], self.config.automask,
                                              self.config.smoothness_weight)[0]) for factor in SCALE_CANDIDATES]

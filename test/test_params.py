@@ -6,25 +6,30 @@ from pathlib import Path
 import pytest
 import yaml
 
+from depth_ros.ros.adaptation_node import AdaptationNodeConfig
 from depth_ros.ros.params import ConfigError, NodeConfig, declare_and_load
 
-YAML = Path(__file__).resolve().parents[1] / "config" / "depth.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+YAML = CONFIG / "depth.yaml"
 
 
-def _yaml_values() -> dict:
-    return yaml.safe_load(YAML.read_text())["/**"]["ros__parameters"]
+def _yaml_values(path: Path = YAML) -> dict:
+    return yaml.safe_load(path.read_text())["/**"]["ros__parameters"]
 
 
-def test_yaml_documents_every_parameter_with_its_default():
-    values = _yaml_values()
-    assert sorted(values) == sorted(NodeConfig.defaults())
-    config = NodeConfig.from_values(values)
-    assert config == NodeConfig.from_values({})
-    text = YAML.read_text()
+@pytest.mark.parametrize("table", [NodeConfig, AdaptationNodeConfig], ids=lambda table: table.NODE_NAME)
+def test_yaml_documents_every_parameter_with_its_default(table):
+    path = CONFIG.parent / table.PARAMS_FILE
+    values = _yaml_values(path)
+    assert sorted(values) == sorted(table.defaults())
+    if table is AdaptationNodeConfig:
+        values["checkpoint"] = "start.pth"  # the one parameter without a usable default
+    assert table.from_values(values) == table.from_values({"checkpoint": values["checkpoint"]})
+    text = path.read_text()
     for name in values:  # each parameter has a comment right above it (or shares the one above its pair)
         line = next(i for i, row in enumerate(text.splitlines()) if row.strip().startswith(f"{name}:"))
         above = text.splitlines()[line - 1].strip()
-        assert above.startswith("#") or above.split(":")[0] in values, f"{name} has no comment in depth.yaml"
+        assert above.startswith("#") or above.split(":")[0] in values, f"{name} has no comment in {path.name}"
 
 
 def test_values_are_converted_to_their_types():

@@ -1,0 +1,407 @@
+"""adaptation_node: online self-supervised adaptation of depth_node's model from the robot's own motion (rclpy).
+
+Topics (relative names, the namespace conventions of depth_node):
+
+- in: ``image`` (sensor_msgs/Image) or, with ``use_compressed``, ``image/compressed``; ``camera_info``; ``odom``
+  (nav_msgs/Odometry: the base's pose in the odometry frame, REP 105); ``/tf_static`` (tf2_msgs/TFMessage, where a
+  ROS distro provides the type) for the base -> camera extrinsic, else the ``camera_to_base`` parameter; with
+  ``use_reference_depth``, ``reference_depth`` (32FC1 / 16UC1 registered depth, for a live AbsRel only: it is never
+  trained on).
+- out: ``/diagnostics``; files: ``output_dir/latest.pth`` (the last published weights, an ordinary checkpoint);
+  the ``checkpoint`` parameter of ``depth_node_name`` is set to that file after each publish (a SetParameters
+  request), so depth_node swaps models between two frames.
+- service ``~/reset`` (std_srvs/Trigger): back to the starting checkpoint, which is published again.
+
+The camera pose of an image is ``T_odom_base(t) @ T_base_camera``, with the odometry interpolated at the image stamp
+(linear translation, slerp rotation; :class:`~depth_ros.geometry.transform.PoseTrajectory`). An image waits for the
+odometry after its stamp (at most ``odom_tolerance`` s beyond the newest odometry sample); one without odometry
+around its stamp is rejected and counted. The learning itself is :class:`depth_ros.adaptation.OnlineAdapter`
+(keyframes, replay, guards); it runs in a background thread at most ``max_updates_per_second`` times per second
+with ``threads`` torch threads, so a depth_node on the same machine keeps its rate.
+
+Parameters: :class:`AdaptationNodeConfig` (documented in config/adaptation.yaml).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import Trigger
+
+from depth_ros.adaptation import AdaptationConfig, OnlineAdapter
+from depth_ros.data.poses import chain_transform, tf_edges
+from depth_ros.estimator import DepthEstimator
+from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.geometry.transform import PoseLookupError, PoseTrajectory, pose_matrix, pose_msg_to_matrix
+from depth_ros.learning.config import TRAINABLE
+from depth_ros.metrics import evaluate_depth, reference_at
+from depth_ros.ros.conversions import compressed_to_rgb, depth_image_to_array, image_to_rgb, stamp_ns
+from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE, ConfigError, ParameterTable, _param, declare_and_load
+from depth_ros.ros.runner import run_node
+from depth_ros.ros.throttle import ThrottledLog
+
+ODOM_HISTORY = 10.0  # s of odometry kept for interpolation
+PENDING_IMAGES = 30  # images waiting for odometry after their stamp
+REFERENCE_FRAMES = 4  # frames with reference depth kept for the live AbsRel of the published model
+
+
+@dataclass(frozen=True)
+class AdaptationNodeConfig(ParameterTable):
+    """Typed, validated parameters of ``adaptation_node``; the learning ones are :class:`AdaptationConfig`'s."""
+
+    NODE_NAME = "adaptation_node"
+    PARAMS_FILE = "config/adaptation.yaml"
+
+    checkpoint: str = _param("", "Starting checkpoint (file or model id): the model depth_node starts with.")
+    output_dir: str = _param("adapted", "Folder of the published weights; latest.pth there is the newest.")
+    depth_node_name: str = _param(
+        "depth_node", "depth_node to hand published weights to (its checkpoint parameter); empty: none.")
+    device: str = _param("cpu", "Torch device for training: cpu, cuda, cuda:N.")
+    threads: int = _param(1, "Torch CPU threads for training (bounds the share of the CPU taken from depth_node).")
+    input_size: int = _param(0, "px. Network input short side, multiple of 14; 0: the checkpoint's training size.")
+    use_compressed: bool = _param(False, "Subscribe to image/compressed instead of image.")
+    use_reference_depth: bool = _param(False, "Score the published model on reference_depth (live AbsRel).")
+    use_rectified: bool = _param(True, "Intrinsics from CameraInfo P (rectified images) instead of K.")
+    camera_to_base: tuple = _param(
+        DEFAULT_CAMERA_TO_BASE, "[x, y, z, roll, pitch, yaw] (m, rad) of the camera optical frame in the odometry "
+        "child frame, used when /tf_static has no transform chain for it.")
+    odom_tolerance: float = _param(0.05, "s an image stamp may lie beyond the odometry samples around it.")
+    max_updates_per_second: float = _param(1.0, "Hz. Upper bound of the training rate.")
+    diagnostics_period: float = _param(1.0, "s between /diagnostics messages.")
+    min_translation: float = _param(0.03, "m the camera must move between keyframes.")
+    max_rotation: float = _param(15.0, "deg the camera may rotate between keyframes.")
+    max_speed: float = _param(3.0, "m/s. A faster pose change between two frames is a pose jump (rejected).")
+    max_angular_speed: float = _param(180.0, "deg/s. Likewise for rotation.")
+    buffer_size: int = _param(256, "Replay buffer capacity in samples (reservoir: uniform over the whole run).")
+    holdout_every: int = _param(8, "Every n-th sample is held out for the guards.")
+    holdout_size: int = _param(8, "Held-out samples kept (the newest).")
+    batch_size: int = _param(4, "Samples per update: the newest plus replayed ones.")
+    trainable: str = _param("norms_biases", "What adapts: full, head, norms_biases or lora (as the trainers).")
+    lr: float = _param(1e-4, "Learning rate (the head gets 10x).")
+    ema_decay: float = _param(0.9, "Weight of the old average per update in the published moving average.")
+    check_every: int = _param(10, "Updates between two guarded publish attempts.")
+    divergence_factor: float = _param(1.5, "Roll back when held-out loss exceeds the start's by this factor.")
+
+    def adaptation(self) -> AdaptationConfig:
+        """The learning parameters."""
+        return AdaptationConfig(
+            min_translation=self.min_translation, max_rotation=self.max_rotation, max_speed=self.max_speed,
+            max_angular_speed=self.max_angular_speed, buffer_size=self.buffer_size, holdout_every=self.holdout_every,
+            holdout_size=self.holdout_size, batch_size=self.batch_size, trainable=self.trainable, lr=self.lr,
+            ema_decay=self.ema_decay, min_updates_between_checks=self.check_every,
+            divergence_factor=self.divergence_factor)
+
+    def _validate(self) -> None:
+        checks = [
+            (self.checkpoint != "", "checkpoint", "must name the starting checkpoint file or model id"),
+            (self.output_dir != "", "output_dir", "must name a folder"),
+            (self.threads >= 1, "threads", "must be >= 1"),
+            (self.input_size >= 0 and self.input_size % 14 == 0, "input_size", "must be 0 or a multiple of 14"),
+            (len(self.camera_to_base) == 6, "camera_to_base", "must be [x, y, z, roll, pitch, yaw]"),
+            (self.odom_tolerance > 0, "odom_tolerance", "must be > 0 s"),
+            (0 < self.max_updates_per_second <= 100, "max_updates_per_second", "must be in (0, 100] Hz"),
+            (self.diagnostics_period >= 0.1, "diagnostics_period", "must be >= 0.1 s"),
+            (self.trainable in TRAINABLE, "trainable", f"must be one of {', '.join(TRAINABLE)}"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ConfigError(f"parameter '{name}' {rule} (got {getattr(self, name)!r})")
+        try:
+            self.adaptation()
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
+@dataclass
+class _PendingImage:
+    msg: Image | CompressedImage
+    stamp: float
+
+
+class AdaptationNode(Node):
+    """The adaptation_node ROS 2 node; see the module docstring. Call :meth:`stop` before destroying it.
+
+    Raises:
+        ConfigError: a parameter value it cannot run with.
+        CheckpointError: the starting checkpoint cannot be loaded.
+    """
+
+    def __init__(self, **node_options):
+        super().__init__("adaptation_node", **node_options)
+        self.config = config = declare_and_load(self, AdaptationNodeConfig)
+        torch.set_num_threads(config.threads)
+        self.adapter = OnlineAdapter(config.checkpoint, config.output_dir, config.adaptation(),
+                                     input_size=config.input_size or None, device=config.device)
+        self._log = ThrottledLog(self.get_logger())
+        self._lock = threading.Lock()
+        self._odom: deque[tuple[float, np.ndarray]] = deque()
+        self._pending: deque[_PendingImage] = deque()
+        self._camera: PinholeCamera | None = None
+        self._static: dict = {}
+        self._base_frame = ""  # child frame of the odometry
+        self._fallback_extrinsic = pose_matrix(config.camera_to_base)
+        self._references: deque[tuple[np.ndarray, np.ndarray, float | None]] = deque(maxlen=REFERENCE_FRAMES)
+        self._reference_msgs: dict[int, Image] = {}
+        self.frames_received = 0
+        self.publishes_handed_over = 0
+        self.live_abs_rel: float | None = None
+        self._update_times: deque[float] = deque(maxlen=20)
+
+        image_type, image_topic = (CompressedImage, "image/compressed") if config.use_compressed else (Image, "image")
+        self.create_subscription(image_type, image_topic, self._on_image, qos_profile_sensor_data)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
+        self.create_subscription(Odometry, "odom", self._on_odom, QoSProfile(depth=100))
+        self._subscribe_tf_static()
+        if config.use_reference_depth:
+            self.create_subscription(Image, "reference_depth", self._on_reference, qos_profile_sensor_data)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(config.diagnostics_period, self._publish_diagnostics)
+        self._param_client = None
+        if config.depth_node_name:
+            from rclpy.parameter_client import AsyncParameterClient
+
+            self._param_client = AsyncParameterClient(self, config.depth_node_name)
+        self._stopping = threading.Event()
+        self._trainer = threading.Thread(target=self._train, name="adaptation_training", daemon=True)
+        self._trainer.start()
+        self.get_logger().info(
+            f"adapting {config.checkpoint} ({config.trainable}, at most {config.max_updates_per_second} updates/s, "
+            f"{config.threads} thread(s)); publishing to {self.adapter.output_dir}/latest.pth"
+            + (f" and {self.resolve_topic_name(config.depth_node_name)}" if config.depth_node_name else ""))
+
+    def _subscribe_tf_static(self) -> None:
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:  # pip installs: no tf2_msgs wheel; camera_to_base gives the extrinsic
+            self.get_logger().info("tf2_msgs not available: the camera extrinsic comes from camera_to_base")
+            return
+        latched = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched)
+
+    # --- inputs -----------------------------------------------------------------------------------------------
+    def _on_tf_static(self, msg) -> None:
+        with self._lock:
+            self._static.update(tf_edges([msg]))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            self._camera = PinholeCamera.from_camera_info(msg, use_rectified=self.config.use_rectified)
+        except ValueError as error:
+            self._reject("CameraInfo", str(error))
+
+    def _on_reference(self, msg: Image) -> None:
+        with self._lock:
+            self._reference_msgs[stamp_ns(msg.header)] = msg
+            while len(self._reference_msgs) > PENDING_IMAGES:
+                del self._reference_msgs[min(self._reference_msgs)]
+
+    def _on_odom(self, msg: Odometry) -> None:
+        try:
+            pose = pose_msg_to_matrix(msg)
+        except ValueError as error:
+            self._reject("odom", str(error))
+            return
+        stamp = stamp_ns(msg.header) * 1e-9
+        with self._lock:
+            if self._odom and stamp <= self._odom[-1][0]:
+                self._reject("odom", f"stamp {stamp:.6f} s is not after the previous {self._odom[-1][0]:.6f} s")
+                return
+            self._odom.append((stamp, pose))
+            while self._odom[-1][0] - self._odom[0][0] > ODOM_HISTORY:
+                self._odom.popleft()
+            self._base_frame = msg.child_frame_id
+        self._resolve_pending()
+
+    def _on_image(self, msg) -> None:
+        self.frames_received += 1
+        with self._lock:
+            self._pending.append(_PendingImage(msg, stamp_ns(msg.header) * 1e-9))
+            while len(self._pending) > PENDING_IMAGES:
+                dropped = self._pending.popleft()
+                self._reject("image", f"no odometry after its stamp {dropped.stamp:.6f} s")
+        self._resolve_pending()
+
+    def _resolve_pending(self) -> None:
+        """Offer every waiting image whose stamp the odometry now reaches; later ones wait for newer odometry."""
+        while True:
+            with self._lock:
+                if not self._pending or not self._odom or self._pending[0].stamp > self._odom[-1][0]:
+                    return
+                image = self._pending.popleft()
+                odom = list(self._odom)
+            self._offer(image, odom)
+
+    def _camera_pose(self, stamp: float, odom: list[tuple[float, np.ndarray]], frame_id: str) -> np.ndarray:
+        """``T_odom_camera`` at ``stamp``. Raises PoseLookupError without odometry around it."""
+        trajectory = PoseTrajectory([s for s, _ in odom], [m for _, m in odom], "odom", "base",
+                                    tolerance=self.config.odom_tolerance, max_gap=0.5)
+        with self._lock:
+            extrinsic = chain_transform(self._static, self._base_frame, frame_id) if self._static else None
+        return trajectory.at(stamp) @ (self._fallback_extrinsic if extrinsic is None else extrinsic)
+
+    def _offer(self, image: _PendingImage, odom) -> None:
+        msg = image.msg
+        try:
+            rgb = (compressed_to_rgb if self.config.use_compressed else image_to_rgb)(msg)
+        except ValueError as error:
+            self._reject("image", str(error))
+            return
+        camera = self._camera
+        if camera is None or (camera.height, camera.width) != rgb.shape[:2]:
+            self.adapter.counts["rejected: no matching camera_info"] += 1
+            self._log.warning("camera_info", f"dropping image: no CameraInfo of its size {rgb.shape[1]}x"
+                                             f"{rgb.shape[0]}")
+            return
+        try:
+            pose = self._camera_pose(image.stamp, odom, msg.header.frame_id)
+        except PoseLookupError as error:
+            self.adapter.counts["rejected: no odometry"] += 1
+            self._log.warning("no odometry", f"dropping image: {error}")
+            return
+        outcome = self.adapter.offer(rgb, camera, pose, image.stamp)
+        if outcome.startswith("rejected"):
+            self._log.warning(outcome, f"image at {image.stamp:.3f} s {outcome}")
+        self._keep_reference(rgb, stamp_ns(msg.header), camera)
+
+    def _keep_reference(self, rgb: np.ndarray, stamp: int, camera: PinholeCamera) -> None:
+        with self._lock:
+            msg = self._reference_msgs.pop(stamp, None)
+        if msg is None:
+            return
+        try:
+            reference = reference_at(depth_image_to_array(msg), rgb.shape[:2])
+        except ValueError as error:
+            self._reject("reference_depth", str(error))
+            return
+        with self._lock:
+            self._references.append((rgb, reference, camera.fx))
+
+    def _reject(self, what: str, problem: str) -> None:
+        self.adapter.counts[f"rejected: bad {what}"] += 1
+        self._log.problem(what, problem)
+
+    # --- training ----------------------------------------------------------------------------------------------
+    def _train(self) -> None:
+        period = 1.0 / self.config.max_updates_per_second
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                if self.adapter.ready() and self.adapter.update() is not None:
+                    self._update_times.append(time.monotonic())
+                    if self.adapter.check() == "published":
+                        self._hand_over()
+            except Exception as error:  # a bug in one update must not silently end the adaptation
+                self._log.error(f"training {type(error).__name__}", f"update failed: {type(error).__name__}: "
+                                                                    f"{error}")
+            self._stopping.wait(max(0.0, period - (time.monotonic() - started)))
+
+    def _hand_over(self) -> None:
+        """Score the published weights on the reference frames; tell depth_node to load them."""
+        path = self.adapter.output_dir / "latest.pth"
+        with self._lock:
+            references = list(self._references)
+        if references:
+            estimator = DepthEstimator(self.adapter.scoring_model(self.adapter.published_state),
+                                       self.adapter.metadata, device=str(self.adapter.device))
+            scores = []
+            for rgb, reference, fx in references:
+                try:
+                    scores.append(evaluate_depth(estimator.infer(rgb, fx=fx), reference)["abs_rel"])
+                except ValueError:  # no valid reference pixel
+                    continue
+            self.live_abs_rel = float(np.mean(scores)) if scores else None
+        if self._param_client is not None:
+            future = self._param_client.set_parameters([Parameter("checkpoint", value=str(path.resolve()))])
+            future.add_done_callback(self._handed_over)
+        self.get_logger().info(f"published {path} (held-out loss {self.adapter.published_score.loss:.4f}, scale "
+                               f"ratio {self.adapter.published_score.scale:.3f})")
+
+    def _handed_over(self, future) -> None:
+        try:
+            result = future.result().results[0]
+        except Exception as error:  # depth_node gone or not answering
+            self._log.warning("hand-over", f"depth_node did not take the new weights: {error}")
+            return
+        if result.successful:
+            self.publishes_handed_over += 1
+        else:
+            self._log.warning("hand-over", f"depth_node refused the new weights: {result.reason}")
+
+    def _on_reset(self, _request, response):
+        path = self.adapter.reset()
+        self._hand_over()
+        response.success, response.message = True, f"reset to the starting checkpoint, published as {path}"
+        return response
+
+    def stop(self) -> None:
+        """Stop the training thread (waits for the update in progress, at most 30 s)."""
+        self._stopping.set()
+        self._trainer.join(timeout=30.0)
+
+    # --- diagnostics -------------------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        if self._diagnostics_pub.get_subscription_count() == 0:
+            return
+        adapter = self.adapter
+        counts = dict(adapter.counts)
+        times = list(self._update_times)
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        values = {
+            "frames received": self.frames_received,
+            "samples": adapter.samples_seen,
+            "replay buffer": len(adapter.replay),
+            "held-out samples": len(adapter.holdout),
+            "updates": adapter.updates,
+            "updates per second": rate,
+            "training loss": adapter.last_loss,
+            "published": counts.get("published", 0),
+            "handed over": self.publishes_handed_over,
+            "kept (not better)": counts.get("kept", 0),
+            "rollbacks": counts.get("rolled back", 0),
+            "resets": counts.get("resets", 0),
+        }
+        if adapter.published_score is not None:
+            values["held-out loss"] = adapter.published_score.loss
+            values["scale ratio"] = adapter.published_score.scale
+        if adapter.start_score is not None:
+            values["held-out loss at start"] = adapter.start_score.loss
+        if self.live_abs_rel is not None:
+            values["AbsRel (published)"] = self.live_abs_rel
+        values.update({outcome: count for outcome, count in counts.items() if outcome.startswith("rejected")
+                       or outcome in ("keyframe", "not moved", "sample", "non-finite loss")})
+        rejected = sum(c for o, c in counts.items() if o.startswith("rejected"))
+        level = DiagnosticStatus.WARN if self.frames_received == 0 else DiagnosticStatus.OK
+        message = "no images received" if self.frames_received == 0 else (
+            f"{adapter.samples_seen} samples, {adapter.updates} updates, {counts.get('published', 0)} published, "
+            f"{rejected} frames rejected")
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [DiagnosticStatus(
+            level=level, name=f"{self.get_name()}: online adaptation", message=message,
+            hardware_id=self.get_fully_qualified_name(),
+            values=[KeyValue(key=k, value=str(v) if isinstance(v, (int, str)) else f"{v:.4g}")
+                    for k, v in values.items() if not (isinstance(v, float) and math.isnan(v))])]
+        self._diagnostics_pub.publish(array)
+
+
+def main(args=None) -> int:
+    """Entry point of ``adaptation_node``: exit status 0 on shutdown, 1 with one log line when start-up fails."""
+    return run_node(AdaptationNode, "adaptation_node", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
