@@ -14,8 +14,8 @@ from depth_ros.data.frames import match_stamps
 from depth_ros.data.nyu import NyuH5
 from depth_ros.data.rosbag import RosbagRGBD
 from depth_ros.data.tum import TumRGBD
-from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD
 from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 SEVEN_SCENES = "7scenes_redkitchen"
 BAG = "7scenes_redkitchen_20f_bag"
