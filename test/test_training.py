@@ -258,3 +258,24 @@ def test_shipped_7scenes_config_is_valid_and_splits_frames_0_69_and_70_99(shared
     cfg = train_supervised.load_config(REPO / "config" / "train_7scenes.yaml")
     assert cfg.data.split.indices(np.arange(100) * 0.1) == (list(range(70)), list(range(70, 100)))
     assert Path(cfg.data.path).name == "7scenes_redkitchen" and cfg.data.depth_scale == 1000
+
+
+def test_evaluate_cli_scores_a_packnet_checkpoint_as_the_estimator_predicts(kitchen, tmp_path):
+    from depth_ros.metrics import evaluate_depth
+    from depth_ros.models import create_model
+
+    torch.manual_seed(0)
+    metadata = CheckpointMetadata("tiny", "metric", 10.0, 64, 300.0, architecture="packnet")
+    path = save_checkpoint(tmp_path / "packnet.pth", create_model(metadata), metadata)
+    assert evaluate.main(["--checkpoint", str(path), "--data", str(kitchen), "--frames", "70:72", "--device", "cpu",
+                          "--figure-frames", "0", "--out", str(tmp_path / "eval")]) == 0
+    with (tmp_path / "eval" / "per_frame.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["frame"] for r in rows] == ["70", "71"]
+    estimator = DepthEstimator.from_checkpoint(path, device="cpu")
+    source = open_rgbd(kitchen)
+    for row in rows:
+        frame = source[int(row["frame"])]
+        expected = evaluate_depth(estimator.infer(frame.rgb, fx=frame.camera.fx), frame.depth, min_depth=0.001,
+                                  max_depth=10.0)
+        assert float(row["abs_rel"]) == pytest.approx(expected["abs_rel"], rel=1e-6)

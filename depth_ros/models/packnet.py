@@ -242,7 +242,7 @@ class PackNet(nn.Module):
         """Predict depth.
 
         Args:
-            x: (B, 3, H, W) float RGB in [0, 1]; any H, W >= 1 (multiples of 32 avoid internal padding).
+            x: (B, 3, H, W) float RGB in [0, 1]; any H, W >= 2 (multiples of 32 avoid internal padding).
 
         Returns:
             eval mode: (B, H, W) depth in metres in (0, max_depth), like ``DepthAnythingV2.forward``.
