@@ -1,7 +1,8 @@
 """depth_node end to end: the node runs in its own process (the installed ``depth_node`` script) and this test talks
 to it over real rclpy / Fast DDS on localhost, with the real Image, CameraInfo and depth messages of the 7-Scenes bag.
 
-The network has random weights (a local checkpoint, input_size 70 to keep CPU low), so the tests check what the
+The network has random weights (a local checkpoint of each architecture, at a small input size to keep CPU low:
+the checkpoint records it and the node runs at it), so the tests check what the
 node does with its output: headers, sizes, encodings, that ``points`` is the back-projection of ``depth`` with
 ``depth/camera_info``, that ``occupancy`` matches ``points`` moved by ``camera_to_base``, accuracy against the
 reference depth, and that bad input is dropped with a named error while the node keeps answering. Exact grid cells
@@ -28,7 +29,7 @@ from depth_ros.geometry.occupancy import OCCUPIED, GridSpec
 from depth_ros.geometry.pointcloud import unpack_rgb
 from depth_ros.geometry.transform import transform_points
 from depth_ros.metrics import evaluate_depth
-from depth_ros.models import DepthAnythingV2
+from depth_ros.models import create_model
 from depth_ros.pipeline import pose_matrix
 from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array
 from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE
@@ -39,12 +40,20 @@ WAIT = 90.0  # s: bound of every wait (generous: the CPU is shared with the othe
 OUTPUTS = ("depth", "depth/camera_info", "points", "occupancy", "/diagnostics")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+# The node suite runs once per entry. PackNet's random output spans most of (0, 20) m, so its training focal is the
+# bag camera's at network input (585 px at 640 -> 96 px wide): no focal rescaling pushes depth below min_depth.
+CHECKPOINTS = {
+    "depth_anything_v2": CheckpointMetadata("vits", "metric", 20.0, 70, train_focal_px=400.0),
+    "packnet": CheckpointMetadata("tiny", "metric", 20.0, 64, train_focal_px=585.0 * 96 / 640, architecture="packnet"),
+}
+
+
+@pytest.fixture(scope="module", params=list(CHECKPOINTS))
+def checkpoint(request, tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("node_checkpoint") / "metric_vits.pth"
-    return save_checkpoint(path, DepthAnythingV2("vits", "metric", 20.0),
-                           CheckpointMetadata("vits", "metric", 20.0, 518, train_focal_px=400.0))
+    metadata = CHECKPOINTS[request.param]
+    path = tmp_path_factory.mktemp("node_checkpoint") / f"{request.param}.pth"
+    return save_checkpoint(path, create_model(metadata), metadata)
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +218,7 @@ class NodeHarness:
 # --------------------------------------------------------------------------------------------- default parameters
 # The camera 0.3 m ahead of and 1 m left of base_link, turned 0.4 rad to the left: no symmetry hides a flipped grid.
 CAMERA_TO_BASE = [0.3, 1.0, 0.5, DEFAULT_CAMERA_TO_BASE[3], 0.0, DEFAULT_CAMERA_TO_BASE[5] + 0.4]
-NODE_PARAMS = {"input_size": 70, "use_reference_depth": True, "diagnostics_period": 0.5,
+NODE_PARAMS = {"use_reference_depth": True, "diagnostics_period": 0.5,
                "camera_to_base": CAMERA_TO_BASE}
 
 
@@ -376,7 +385,7 @@ class TestDefaultNode:
 
 
 # ------------------------------------------------------------------ compressed input, smaller dense coloured output
-SCALED_PARAMS = {"input_size": 70, "use_compressed": True, "reliable_input": True, "output_scale": 0.5,
+SCALED_PARAMS = {"use_compressed": True, "reliable_input": True, "output_scale": 0.5,
                  "cloud_organized": False, "cloud_stride": 2, "colored": True, "cloud_max_range": 3.0,
                  "grid_frame": "odom", "diagnostics_period": 0.5}
 
