@@ -13,7 +13,7 @@ from depth_ros.data.augment import TrainTransform
 from depth_ros.data.frames import RGBDFrame
 from depth_ros.estimator import DepthEstimator, resize_to_network
 from depth_ros.geometry.camera import PinholeCamera
-from depth_ros.models import ARCHITECTURES, DepthAnythingV2, PackNet, create_model
+from depth_ros.models import ARCHITECTURES, DepthAnythingV2, PackNet, create_model, depth_scales
 from depth_ros.models.packnet import PackingBlock, UnpackingBlock, depth_to_space, lift_3d, space_to_depth
 from depth_ros.tools import infer
 
@@ -76,6 +76,14 @@ def test_eval_returns_metres_and_training_returns_four_scales(size):
     torch.testing.assert_close(depth, scales[0][:, 0])  # GroupNorm: no train/eval difference
     for d in [depth, *scales]:
         assert d.dtype == torch.float32 and bool(((d > 0) & (d < 10.0)).all())
+
+
+def test_depth_scales_gives_every_architecture_one_training_contract():
+    x = torch.rand(1, 3, 28, 42)
+    packnet = depth_scales(PackNet("tiny").train()(x))
+    vits = depth_scales(DepthAnythingV2("vits").train()(x))
+    assert [tuple(d.shape) for d in packnet] == [(1, 1, 28, 42), (1, 1, 14, 21), (1, 1, 7, 11), (1, 1, 4, 6)]
+    assert [tuple(d.shape) for d in vits] == [(1, 1, 28, 42)]
 
 
 def test_training_mode_backpropagates_through_every_scale():

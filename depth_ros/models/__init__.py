@@ -14,10 +14,11 @@ from depth_ros.models.registry import (
     Architecture,
     Preprocessing,
     create_model,
+    depth_scales,
     get_architecture,
     network_size,
 )
 
 __all__ = ["ARCHITECTURES", "DEFAULT_ARCHITECTURE", "ENCODERS", "HEADS", "MODEL_CONFIGS", "PACKNET_CONFIGS",
            "Architecture", "DepthAnythingV2", "ModelConfig", "PackNet", "PackNetConfig", "Preprocessing",
-           "create_model", "get_architecture", "network_size"]
+           "create_model", "depth_scales", "get_architecture", "network_size"]

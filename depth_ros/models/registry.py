@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
 from torch import nn
 
 from depth_ros.models import packnet
@@ -142,3 +143,12 @@ def create_model(spec: ModelSpec) -> nn.Module:
         ValueError: unknown architecture, variant or head, or a bad max_depth.
     """
     return get_architecture(spec.architecture, spec.encoder, spec.head).build(spec.encoder, spec.head, spec.max_depth)
+
+
+def depth_scales(output: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
+    """A registry model's training-mode output as a list of (B, 1, h_s, w_s) depth maps, full resolution first.
+
+    PackNet returns its four scales (full, 1/2, 1/4, 1/8) in training mode; Depth Anything V2 returns one (B, H, W)
+    map in every mode, which becomes a one-element list. Multi-scale losses iterate over the result either way.
+    """
+    return list(output) if isinstance(output, list | tuple) else [output.unsqueeze(1)]
