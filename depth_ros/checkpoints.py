@@ -24,14 +24,22 @@ from pathlib import Path
 
 import torch
 
-from depth_ros.models import DEFAULT_ARCHITECTURE, ENCODERS, MODEL_CONFIGS, Preprocessing, create_model
+from depth_ros.models import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    ENCODERS,
+    MODEL_CONFIGS,
+    Preprocessing,
+    create_model,
+    get_architecture,
+    network_size,
+)
 from depth_ros.models.dinov2 import PATCH_SIZE
-from depth_ros.models.registry import get_architecture, network_size
 
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "_depth_ros_metadata"
-OFFICIAL_INPUT_SIZE = 518
+OFFICIAL_INPUT_SIZE = ARCHITECTURES[DEFAULT_ARCHITECTURE].preprocessing.input_size  # 518 px
 
 
 class CheckpointError(ValueError):
