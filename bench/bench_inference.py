@@ -22,6 +22,7 @@ Weights are random: latency does not depend on them.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -36,19 +37,19 @@ from depth_ros.models import DepthAnythingV2, create_model
 
 
 def median_ms(fn, runs: int, warmup: int) -> float:
-    return interleaved_median_ms({"": fn}, runs, warmup)[""]
+    return statistics.median(interleaved_ms({"": fn}, runs, warmup)[""])
 
 
-def interleaved_median_ms(fns: dict, runs: int, warmup: int) -> dict[str, float]:
-    """Median milliseconds of each function, calling them in turn ``warmup`` + ``runs`` times."""
+def interleaved_ms(fns: dict, runs: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds of each of ``runs`` calls of each function, calling them in turn, after ``warmup`` rounds."""
     times = {label: [] for label in fns}
     for run in range(warmup + runs):
         for label, fn in fns.items():
             start = time.perf_counter()
             fn()
             if run >= warmup:
-                times[label].append(time.perf_counter() - start)
-    return {label: statistics.median(values) * 1e3 for label, values in times.items()}
+                times[label].append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def vits_variants(model, metadata, batch, args) -> None:
@@ -82,14 +83,19 @@ def packnet_against_vits(vits: DepthEstimator, rgb: np.ndarray, args) -> None:
         metadata = CheckpointMetadata(variant, "metric", 20.0, architecture="packnet")
         estimators[f"packnet {variant}"] = DepthEstimator(create_model(metadata), metadata, device="cpu")
     batches = {label: e.preprocess(rgb) for label, e in estimators.items()}
-    ms = interleaved_median_ms({label: lambda e=e, b=batches[label]: e.forward(b) for label, e in estimators.items()},
-                               args.runs, args.warmup)
-    print("\nat depth_node's default input for 640x480, fp32 eager DepthEstimator.forward, interleaved runs:")
-    print(f"{'model':14s} {'input':>9s} {'params':>8s} {'median ms':>10s} {'vs vits':>8s}")
+    times = interleaved_ms({label: lambda e=e, b=batches[label]: e.forward(b) for label, e in estimators.items()},
+                           args.runs, args.warmup)
+    median = {label: statistics.median(values) for label, values in times.items()}
+    fastest = {label: min(values) for label, values in times.items()}
+    print("\nat depth_node's default input for 640x480, fp32 eager DepthEstimator.forward, interleaved runs "
+          "(min: the least disturbed run):")
+    print(f"{'model':14s} {'input':>9s} {'params':>8s} {'median ms':>10s} {'vs vits':>8s} {'min ms':>8s} "
+          f"{'vs vits':>8s}")
     for label, e in estimators.items():
         height, width = batches[label].shape[-2:]
         params = sum(p.numel() for p in e.model.parameters()) / 1e6
-        print(f"{label:14s} {f'{height}x{width}':>9s} {params:7.1f}M {ms[label]:10.1f} {ms['vits'] / ms[label]:7.1f}x")
+        print(f"{label:14s} {f'{height}x{width}':>9s} {params:7.1f}M {median[label]:10.1f} "
+              f"{median['vits'] / median[label]:7.1f}x {fastest[label]:8.1f} {fastest['vits'] / fastest[label]:7.1f}x")
 
 
 def packnet_pipeline_rate(args) -> None:
@@ -124,8 +130,10 @@ def main() -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     reference = DepthEstimator(model, metadata, device="cpu")
     batch = reference.preprocess(rgb)
+    load = os.getloadavg()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {tuple(batch.shape)}, "
-          f"median of {args.runs} runs")
+          f"median of {args.runs} runs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} "
+          "CPUs")
     vits_variants(model, metadata, batch, args)
     packnet_against_vits(reference, rgb, args)
     packnet_pipeline_rate(args)
