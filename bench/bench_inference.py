@@ -16,7 +16,7 @@ cloud / grid, serialise outputs): images/s = 1 / sum of the stage medians (targe
 
 Weights are random: latency does not depend on them.
 
-    python bench/bench_inference.py [--runs 10] [--no-compile]
+    python bench/bench_inference.py [--runs 10] [--no-compile] [--threads N]
 """
 
 from __future__ import annotations
@@ -122,7 +122,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (slow to build)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch compute threads (default: torch's, one per core); 1 isolates compute from "
+                             "other processes' load on a shared CPU")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     model = DepthAnythingV2("vits", "metric", 20.0).eval()
