@@ -84,20 +84,17 @@ def space_to_depth(x: torch.Tensor) -> torch.Tensor:
     return F.pixel_unshuffle(x, 2)
 
 
-def depth_to_space(x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+def depth_to_space(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Inverse of :func:`space_to_depth`: ``pixel_shuffle`` by 2, cropped to ``size``.
 
     Args:
         x: (B, 4C, h, w) tensor.
-        size: ``(H, W)`` with ``H`` in {2h - 1, 2h} and ``W`` in {2w - 1, 2w}; None: (2h, 2w).
+        size: ``(H, W)`` with ``H`` in {2h - 1, 2h} and ``W`` in {2w - 1, 2w}.
 
     Returns:
         (B, C, H, W); ``depth_to_space(space_to_depth(x), x.shape[-2:])`` is exactly ``x``.
     """
-    out = F.pixel_shuffle(x, 2)
-    if size is None:
-        return out
-    return out[..., :size[0], :size[1]]
+    return F.pixel_shuffle(x, 2)[..., :size[0], :size[1]]
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
