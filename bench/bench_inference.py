@@ -1,53 +1,58 @@
-"""Inference latency of the vits model at 518 px on this machine, as ratios against plain fp32 eager.
+"""Inference latency on this machine: ViT-S variants as ratios against plain fp32 eager, PackNet against ViT-S, and
+the full depth pipeline rate with tiny PackNet.
 
-Baseline (measured in the same run): ``model(x)`` in fp32, eager, no inference mode. Variants go through
-``DepthEstimator.forward`` (inference mode, autocast) with fp32 / bf16 and optionally ``torch.compile``.
-Input: a 640x480 image preprocessed to 518x686 (weights are random: latency does not depend on them).
+Part 1, ViT-S at 518 px: baseline (measured in the same run) ``model(x)`` in fp32, eager, no inference mode;
+variants go through ``DepthEstimator.forward`` (inference mode, autocast) with fp32 / bf16 and optionally
+``torch.compile``. Input: a 640x480 image preprocessed to 518x686.
 
-    python bench/bench_inference.py [--runs 10] [--no-compile] [--checkpoint FILE]
+Part 2, PackNet tiny and slim against ViT-S, each at the input depth_node uses for a 640x480 camera by default (the
+checkpoint's training size: 518 -> 518x686 for Depth Anything V2, 192 -> 192x256 for PackNet), fp32 eager
+``DepthEstimator.forward``; runs of the three models are interleaved so that load from other processes hits them
+alike (target: tiny >= 10x faster than ViT-S).
+
+Part 3, depth_node's code path for a 640x480 Image with a tiny PackNet checkpoint and the default node parameters
+(``bench_pipeline.benchmark_stages``: deserialise, decode, DepthPipeline preprocess / inference / postprocess /
+cloud / grid, serialise outputs): images/s = 1 / sum of the stage medians (target >= 15).
+
+Weights are random: latency does not depend on them.
+
+    python bench/bench_inference.py [--runs 10] [--no-compile] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from depth_ros.checkpoints import CheckpointMetadata
+from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
 from depth_ros.estimator import DepthEstimator
-from depth_ros.models import DepthAnythingV2
+from depth_ros.models import DepthAnythingV2, create_model
 
 
 def median_ms(fn, runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return statistics.median(interleaved_ms({"": fn}, runs, warmup)[""])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (slow to build)")
-    args = parser.parse_args()
+def interleaved_ms(fns: dict, runs: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds of each of ``runs`` calls of each function, calling them in turn, after ``warmup`` rounds."""
+    times = {label: [] for label in fns}
+    for run in range(warmup + runs):
+        for label, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if run >= warmup:
+                times[label].append((time.perf_counter() - start) * 1e3)
+    return times
 
-    torch.manual_seed(0)
-    model = DepthAnythingV2("vits", "metric", 20.0).eval()
-    metadata = CheckpointMetadata("vits", "metric", 20.0)
-    rgb = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    reference = DepthEstimator(model, metadata, device="cpu")
-    batch = reference.preprocess(rgb)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {tuple(batch.shape)}, "
-          f"median of {args.runs} runs")
 
+def vits_variants(model, metadata, batch, args) -> None:
     def baseline():
         with torch.no_grad():
             model(batch)
@@ -70,6 +75,73 @@ def main() -> None:
     print(f"{'variant':62s} {'median ms':>10s} {'speed-up':>9s}")
     for label, ms in rows:
         print(f"{label:62s} {ms:10.1f} {base / ms:8.2f}x")
+
+
+def packnet_against_vits(vits: DepthEstimator, rgb: np.ndarray, args) -> None:
+    estimators = {"vits": vits}
+    for variant in ("tiny", "slim"):
+        metadata = CheckpointMetadata(variant, "metric", 20.0, architecture="packnet")
+        estimators[f"packnet {variant}"] = DepthEstimator(create_model(metadata), metadata, device="cpu")
+    batches = {label: e.preprocess(rgb) for label, e in estimators.items()}
+    times = interleaved_ms({label: lambda e=e, b=batches[label]: e.forward(b) for label, e in estimators.items()},
+                           args.runs, args.warmup)
+    median = {label: statistics.median(values) for label, values in times.items()}
+    fastest = {label: min(values) for label, values in times.items()}
+    print("\nat depth_node's default input for 640x480, fp32 eager DepthEstimator.forward, interleaved runs "
+          "(min: the least disturbed run):")
+    print(f"{'model':14s} {'input':>9s} {'params':>8s} {'median ms':>10s} {'vs vits':>8s} {'min ms':>8s} "
+          f"{'vs vits':>8s}")
+    for label, e in estimators.items():
+        height, width = batches[label].shape[-2:]
+        params = sum(p.numel() for p in e.model.parameters()) / 1e6
+        print(f"{label:14s} {f'{height}x{width}':>9s} {params:7.1f}M {median[label]:10.1f} "
+              f"{median['vits'] / median[label]:7.1f}x {fastest[label]:8.1f} {fastest['vits'] / fastest[label]:7.1f}x")
+
+
+def packnet_pipeline_rate(args) -> None:
+    from bench_pipeline import benchmark_stages, camera_frame
+
+    from depth_ros.pipeline import DepthPipeline
+    from depth_ros.ros.params import NodeConfig
+
+    frame = camera_frame()
+    metadata = CheckpointMetadata("tiny", "metric", 20.0, architecture="packnet")
+    with tempfile.TemporaryDirectory(prefix="bench_inference_") as folder:
+        checkpoint = save_checkpoint(Path(folder) / "packnet_tiny.pth", create_model(metadata), metadata)
+        config = NodeConfig.from_values({"checkpoint": str(checkpoint)})
+        pipeline = DepthPipeline.from_config(config)
+    stages = benchmark_stages(pipeline, frame, config, args.runs, args.warmup)
+    total = sum(stages.values())
+    print(f"\ndepth_node code path, packnet tiny at {pipeline.estimator.network_size(480, 640)}, 640x480 rgb8, default "
+          f"parameters: {total * 1000:.1f} ms per image = {1 / total:.1f} images/s (target >= 15)")
+    print("  " + ", ".join(f"{stage} {seconds * 1000:.1f}" for stage, seconds in stages.items()) + " (ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (slow to build)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch compute threads (default: torch's, one per core); 1 isolates compute from "
+                             "other processes' load on a shared CPU")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    model = DepthAnythingV2("vits", "metric", 20.0).eval()
+    metadata = CheckpointMetadata("vits", "metric", 20.0)
+    rgb = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    reference = DepthEstimator(model, metadata, device="cpu")
+    batch = reference.preprocess(rgb)
+    load = os.getloadavg()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {tuple(batch.shape)}, "
+          f"median of {args.runs} runs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} "
+          "CPUs")
+    vits_variants(model, metadata, batch, args)
+    packnet_against_vits(reference, rgb, args)
+    packnet_pipeline_rate(args)
 
 
 if __name__ == "__main__":

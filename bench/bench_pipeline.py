@@ -67,6 +67,17 @@ def benchmark_stages(pipeline, frame, config, runs: int, warmup: int) -> dict[st
     return {stage: statistics.median(values) for stage, values in samples.items()}
 
 
+def camera_frame():
+    """The Motorcycle image resized to 640x480 (a 4:3 camera) as a :class:`depth_ros.tools.demo.DemoFrame`."""
+    import cv2
+
+    from depth_ros.tools.demo import DemoFrame, motorcycle_frame
+
+    motorcycle = motorcycle_frame()
+    return DemoFrame(cv2.resize(motorcycle.rgb, (640, 480), interpolation=cv2.INTER_AREA),
+                     motorcycle.camera.resized(640, 480), motorcycle.frame_id, None)
+
+
 def _summary(latencies: list[float]) -> str:
     values = np.asarray(latencies) * 1000
     return f"median {np.median(values):7.0f} ms, p90 {np.percentile(values, 90):7.0f} ms (n={values.size})"
@@ -121,19 +132,15 @@ def main() -> None:
     # before rclpy starts, here or in the node process (which inherits the environment)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("ROS_DOMAIN_ID", "43")
-    import cv2
     import torch
 
     from depth_ros.pipeline import DepthPipeline
     from depth_ros.ros.dds import use_shipped_fastdds_profile
     from depth_ros.ros.params import NodeConfig
     from depth_ros.testing import random_checkpoint
-    from depth_ros.tools.demo import DemoFrame, motorcycle_frame
 
     use_shipped_fastdds_profile()
-    motorcycle = motorcycle_frame()
-    frame = DemoFrame(cv2.resize(motorcycle.rgb, (640, 480), interpolation=cv2.INTER_AREA),
-                      motorcycle.camera.resized(640, 480), motorcycle.frame_id, None)
+    frame = camera_frame()
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as folder:
         checkpoint = random_checkpoint(Path(folder) / "random_vits.pth", input_size=518)
         config = NodeConfig.from_values({"checkpoint": str(checkpoint)})

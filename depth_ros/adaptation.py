@@ -42,6 +42,7 @@ from depth_ros.learning.config import TRAINABLE, OptimConfig, SelfSupervisedConf
 from depth_ros.learning.objectives import photometric_loss
 from depth_ros.learning.trainable import build_optimizer, deployable_state_dict, prepare_trainable
 from depth_ros.losses import self_supervised_loss
+from depth_ros.models import depth_scales
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ class OnlineAdapter:
             return "rejected: camera_info mismatch"
         if not np.isfinite(pose).all():
             return "rejected: invalid pose"
-        small, self._network_camera = network_image(rgb, camera, self.metadata.input_size)
+        small, self._network_camera = network_image(rgb, camera, self.metadata.input_size, self.metadata.preprocessing)
         if small.mean() < 0.03 or small.std() < 0.01:
             return "rejected: dark or texture-less image"
         last = self._last
@@ -238,9 +239,9 @@ class OnlineAdapter:
         self._add_sample(self._sample(*self._chain))
         return "sample"
 
-    @staticmethod
-    def _sample(before: _Keyframe, target: _Keyframe, after: _Keyframe) -> dict[str, torch.Tensor]:
-        return pack_sample(target.rgb, [before.rgb, after.rgb], target.pose, np.stack([before.pose, after.pose]))
+    def _sample(self, before: _Keyframe, target: _Keyframe, after: _Keyframe) -> dict[str, torch.Tensor]:
+        return pack_sample(target.rgb, [before.rgb, after.rgb], target.pose, np.stack([before.pose, after.pose]),
+                           self.metadata.preprocessing)
 
     def _add_sample(self, sample: dict[str, torch.Tensor]) -> None:
         with self._lock:
@@ -322,7 +323,7 @@ class OnlineAdapter:
             return None
         scorer = self.scoring_model(state)
         batch = {key: torch.stack([s[key] for s in holdout]).to(self.device) for key in holdout[0]}
-        depth = scorer(batch["image"]).float()[:, None]
+        depth = depth_scales(scorer(batch["image"]))[0].float()
         losses = [float(self_supervised_loss(batch["target"], batch["sources"], [depth * factor], self._network_camera,
                                              batch["target_to_sources"], self.config.automask,
                                              self.config.smoothness_weight)[0]) for factor in SCALE_CANDIDATES]

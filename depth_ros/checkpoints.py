@@ -4,7 +4,8 @@ One place for everything that turns a file, a short model id or a Hugging Face r
 
 * official Depth Anything V2 ``.pth`` files (Yang et al. 2024, github.com/DepthAnything/Depth-Anything-V2): plain
   state dicts with ``pretrained.*`` (DINOv2 encoder) and ``depth_head.*`` (DPT head) keys;
-* checkpoints written by depth_ros training: the same keys plus :class:`CheckpointMetadata`, as ``.safetensors``
+* checkpoints written by depth_ros training, of any architecture of :data:`depth_ros.models.ARCHITECTURES` (Depth
+  Anything V2 in the official layout, PackNet): the state dict plus :class:`CheckpointMetadata`, as ``.safetensors``
   (metadata in the header) or ``.pth`` (metadata under the extra key ``_depth_ros_metadata``);
 * short model ids (``da2-metric-indoor-small`` ...) fetched with huggingface_hub into its cache on first use.
 
@@ -24,55 +25,34 @@ from pathlib import Path
 
 import torch
 
-from depth_ros.models import ENCODERS, MODEL_CONFIGS, DepthAnythingV2
+from depth_ros.models import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    ENCODERS,
+    MODEL_CONFIGS,
+    Preprocessing,
+    create_model,
+    get_architecture,
+    network_size,
+)
+from depth_ros.models.dinov2 import PATCH_SIZE
 
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "_depth_ros_metadata"
-OFFICIAL_INPUT_SIZE = 518
-PATCH_SIZE = 14
+OFFICIAL_INPUT_SIZE = ARCHITECTURES[DEFAULT_ARCHITECTURE].preprocessing.input_size  # 518 px
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be found, read or matched to the model; the message names the file and the problem."""
 
 
-def network_size(height: int, width: int, input_size: int) -> tuple[int, int]:
-    """Network input size for an image, as the reference ``Resize`` (keep aspect ratio, ``lower_bound``, x14).
+def network_focal(fx: float, width: int, height: int, input_size: int, multiple: int = PATCH_SIZE) -> float:
+    """Horizontal focal length in pixels at network input for a camera with ``fx`` px at ``width`` x ``height``.
 
-    Both sides are scaled by the same factor so that the shorter one reaches ``input_size``, then each is rounded to
-    the nearest multiple of 14 (half to even, as numpy), rounding up instead when that would fall below
-    ``input_size``. Source: Depth-Anything-V2 ``depth_anything_v2/util/transform.py``.
-
-    Args:
-        height: image height in pixels.
-        width: image width in pixels.
-        input_size: lower bound for both network sides, a multiple of 14.
-
-    Returns:
-        ``(net_height, net_width)`` in pixels, both multiples of 14 and >= ``input_size``.
-
-    Raises:
-        ValueError: for an image smaller than one 14x14 patch or an input size that is not a positive multiple of 14.
+    ``input_size`` and ``multiple`` as in :func:`network_size` (the architecture's ``Preprocessing.multiple``).
     """
-    if input_size <= 0 or input_size % PATCH_SIZE:
-        raise ValueError(f"input_size must be a positive multiple of {PATCH_SIZE}, got {input_size}")
-    if min(height, width) < PATCH_SIZE:
-        raise ValueError(f"image of {width}x{height} px is too small: both sides must be >= {PATCH_SIZE} px")
-    scale = max(input_size / height, input_size / width)
-
-    def to_multiple(x: float) -> int:
-        y = int(round(x / PATCH_SIZE) * PATCH_SIZE)  # Python round is half-to-even, like np.round
-        if y < input_size:
-            y = int(-(-x // PATCH_SIZE) * PATCH_SIZE)
-        return y
-
-    return to_multiple(scale * height), to_multiple(scale * width)
-
-
-def network_focal(fx: float, width: int, height: int, input_size: int) -> float:
-    """Horizontal focal length in pixels at network input for a camera with ``fx`` px at ``width`` x ``height``."""
-    return fx * network_size(height, width, input_size)[1] / width
+    return fx * network_size(height, width, input_size, multiple)[1] / width
 
 
 @dataclass(frozen=True)
@@ -80,27 +60,43 @@ class CheckpointMetadata:
     """What is needed to rebuild and use a model from its weights file alone.
 
     Attributes:
-        encoder: DINOv2 size, one of ``vits``, ``vitb``, ``vitl``, ``vitg``.
-        head: ``metric`` (sigmoid x max_depth, metres) or ``relative`` (ReLU, affine-invariant inverse depth).
+        encoder: size variant of the architecture: the DINOv2 size (``vits``, ``vitb``, ``vitl``, ``vitg``) for
+            Depth Anything V2, ``tiny`` or ``slim`` for PackNet.
+        head: ``metric`` (sigmoid x max_depth, metres) or ``relative`` (ReLU, affine-invariant inverse depth;
+            Depth Anything V2 only).
         max_depth: metric range of the sigmoid head in metres (ignored by relative models).
-        input_size: short-side network input size in pixels used in training (multiple of 14).
+        input_size: short-side network input size in pixels used in training, a multiple of the architecture's
+            ``preprocessing.multiple``; None: the architecture's default (518 for Depth Anything V2, 192 for
+            PackNet).
         train_focal_px: horizontal focal length in pixels *at network input* of the training camera(s), or None
             when unknown (no focal correction is then possible).
+        architecture: a key of :data:`depth_ros.models.ARCHITECTURES`; files written before this field existed
+            are Depth Anything V2.
+
+    Raises:
+        ValueError: unknown architecture, encoder or head, max_depth <= 0, or an input size that breaks the
+            architecture's size rule.
     """
 
     encoder: str
     head: str
     max_depth: float
-    input_size: int = OFFICIAL_INPUT_SIZE
+    input_size: int | None = None
     train_focal_px: float | None = None
+    architecture: str = DEFAULT_ARCHITECTURE
 
     def __post_init__(self):
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"unknown encoder {self.encoder!r}; expected one of {', '.join(ENCODERS)}")
-        if self.head not in ("metric", "relative"):
-            raise ValueError(f"unknown head {self.head!r}; expected 'metric' or 'relative'")
+        preprocessing = get_architecture(self.architecture, self.encoder, self.head).preprocessing
         if not self.max_depth > 0:
             raise ValueError(f"max_depth must be > 0 m, got {self.max_depth}")
+        if self.input_size is None:
+            object.__setattr__(self, "input_size", preprocessing.input_size)
+        preprocessing.network_size(self.input_size, self.input_size, self.input_size)  # validates the size
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """Input size rule and normalisation of the architecture (from the registry, not stored in the file)."""
+        return get_architecture(self.architecture).preprocessing
 
 
 @dataclass(frozen=True)
@@ -241,7 +237,7 @@ def save_checkpoint(path: str | os.PathLike, weights: torch.nn.Module | dict[str
     Args:
         path: ``*.safetensors`` (metadata in the header) or any other name (``torch.save``, metadata under
             ``_depth_ros_metadata``).
-        weights: a :class:`DepthAnythingV2` (or a compiled/wrapped one) or its state dict.
+        weights: a network of :data:`depth_ros.models.ARCHITECTURES` (or a compiled/wrapped one) or its state dict.
         metadata: what :func:`build_model` needs to rebuild the model.
 
     Returns:
@@ -310,8 +306,9 @@ def _infer_metadata(path: Path, state: dict[str, torch.Tensor], max_depth: float
 
 
 def build_model(path_or_id: str | os.PathLike, encoder: str | None = None,
-                max_depth: float | None = None) -> tuple[DepthAnythingV2, CheckpointMetadata]:
-    """Build a :class:`DepthAnythingV2` and load a checkpoint into it with ``strict=True``.
+                max_depth: float | None = None) -> tuple[torch.nn.Module, CheckpointMetadata]:
+    """Build the network a checkpoint describes (:func:`depth_ros.models.create_model`) and load it with
+    ``strict=True``.
 
     Metadata comes, in this order, from the file itself, the official model table, or is inferred (encoder from the
     embedding width; metric when the file name says ``metric`` or ``max_depth`` is given, else relative).
@@ -326,7 +323,7 @@ def build_model(path_or_id: str | os.PathLike, encoder: str | None = None,
     overrides = {k: v for k, v in (("encoder", encoder), ("max_depth", max_depth)) if v is not None}
     if overrides:
         metadata = CheckpointMetadata(**{**asdict(metadata), **overrides})
-    model = DepthAnythingV2(metadata.encoder, metadata.head, metadata.max_depth)
+    model = create_model(metadata)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -335,10 +332,12 @@ def build_model(path_or_id: str | os.PathLike, encoder: str | None = None,
     if missing or unexpected or wrong:
         parts = [f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
                  for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)) if items]
-        raise CheckpointError(f"{path}: weights do not match a {metadata.encoder} {metadata.head} model: "
+        raise CheckpointError(f"{path}: weights do not match a {metadata.architecture} {metadata.encoder} "
+                              f"{metadata.head} model: "
                               + "; ".join(parts))
     model.load_state_dict(state, strict=True)
-    log.info("loaded %s (%s, %s head, max_depth %.1f m)", path, metadata.encoder, metadata.head, metadata.max_depth)
+    log.info("loaded %s (%s %s, %s head, max_depth %.1f m)", path, metadata.architecture, metadata.encoder,
+             metadata.head, metadata.max_depth)
     return model, metadata
 
 

@@ -1,9 +1,11 @@
 """DepthEstimator: RGB image in, metric depth in metres out, shared by the node, the bag tools and training.
 
-Preprocessing follows the reference ``DepthAnythingV2.infer_image`` (github.com/DepthAnything/Depth-Anything-V2):
-RGB scaled to [0, 1], resized keeping the aspect ratio so the short side reaches ``input_size`` (both sides multiples
-of 14, bicubic), normalised with the ImageNet mean/std; the network output is upsampled bilinearly
-(``align_corners=True``) back to the image size.
+Preprocessing follows the reference ``DepthAnythingV2.infer_image`` (github.com/DepthAnything/Depth-Anything-V2)
+for every architecture, with the architecture's :class:`depth_ros.models.Preprocessing`: RGB scaled to [0, 1],
+resized keeping the aspect ratio so the short side reaches ``input_size`` (both sides multiples of
+``preprocessing.multiple``: 14 for Depth Anything V2, 32 for PackNet; bicubic), normalised with
+``preprocessing.mean/std`` (ImageNet for Depth Anything V2, none for PackNet); the network output is upsampled
+bilinearly (``align_corners=True``) back to the image size.
 """
 
 from __future__ import annotations
@@ -19,31 +21,28 @@ import torch
 import torch.nn.functional as F
 
 from depth_ros.checkpoints import (
-    OFFICIAL_INPUT_SIZE,
     CheckpointMetadata,
     build_model,
     build_transformers_model,
     is_transformers_source,
-    network_size,
 )
+from depth_ros.models import Preprocessing
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resize_to_network(rgb: np.ndarray, input_size: int) -> np.ndarray:
+def resize_to_network(rgb: np.ndarray, input_size: int, preprocessing: Preprocessing) -> np.ndarray:
     """HxWx3 uint8 RGB -> hxwx3 float32 RGB in [0, 1] (bicubic may overshoot slightly) at the network size.
 
-    ``(h, w) = network_size(H, W, input_size)``, resized with cv2 bicubic as the reference ``Resize``. The resize runs
-    in float32 (the reference uses float64; values differ by < 3e-5 after normalisation, 3x faster).
+    ``(h, w) = preprocessing.network_size(H, W, input_size)``, resized with cv2 bicubic as the reference ``Resize``.
+    The resize runs in float32 (the reference uses float64; values differ by < 3e-5 after normalisation, 3x faster).
 
     Raises:
-        ValueError: an image smaller than 14x14 px or a bad ``input_size``.
+        ValueError: an image smaller than ``preprocessing.multiple`` px or a bad ``input_size``.
     """
-    height, width = network_size(rgb.shape[0], rgb.shape[1], input_size)
+    height, width = preprocessing.network_size(rgb.shape[0], rgb.shape[1], input_size)
     return cv2.resize(rgb.astype(np.float32) * (1.0 / 255.0), (width, height), interpolation=cv2.INTER_CUBIC)
 
 
@@ -67,7 +66,8 @@ def select_device(device: str = "auto") -> torch.device:
 
 
 class DepthEstimator:
-    """Monocular depth from RGB images with a Depth Anything V2 (or transformers) model.
+    """Monocular depth from RGB images with any network of :data:`depth_ros.models.ARCHITECTURES` (Depth Anything V2,
+    PackNet) or a transformers model.
 
     Build it with :meth:`from_checkpoint`. :meth:`infer` maps an HxWx3 uint8 RGB image to an HxW float32 depth map
     in metres (metric models) or relative inverse depth (relative models) at the image's resolution.
@@ -78,20 +78,23 @@ class DepthEstimator:
     ``fx_at_network_input / train_focal_px`` (both at network input). Relative models ignore ``fx``.
 
     Attributes:
-        model: the torch module (``DepthAnythingV2`` or a transformers wrapper), eval mode, on ``device``.
+        model: the torch module (``DepthAnythingV2``, ``PackNet`` or a transformers wrapper), eval mode, on ``device``.
         metadata: :class:`CheckpointMetadata` of the weights.
+        preprocessing: the architecture's input size rule and normalisation (``metadata.preprocessing``).
         device: torch device the model runs on.
-        input_size: short-side network input size in pixels (multiple of 14).
+        input_size: short-side network input size in pixels (multiple of ``preprocessing.multiple``).
         precision: ``fp32``, ``fp16`` or ``bf16`` (the latter two via autocast).
         focal_correction: whether ``fx`` rescales metric output.
     """
 
     def __init__(self, model: torch.nn.Module, metadata: CheckpointMetadata, device: str = "auto",
-                 precision: str = "fp32", input_size: int = OFFICIAL_INPUT_SIZE, focal_correction: bool = True,
+                 precision: str = "fp32", input_size: int | None = None, focal_correction: bool = True,
                  compile: bool = False):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-        network_size(input_size, input_size, input_size)  # validates input_size
+        self.preprocessing = metadata.preprocessing
+        input_size = input_size or metadata.input_size
+        self.preprocessing.network_size(input_size, input_size, input_size)  # validates input_size
         self.device = select_device(device)
         self.precision = precision
         self.input_size = input_size
@@ -99,8 +102,8 @@ class DepthEstimator:
         self.focal_correction = focal_correction
         self.model = model.to(self.device).eval()
         self._forward_module = torch.compile(self.model) if compile else self.model
-        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self._mean = torch.tensor(self.preprocessing.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.preprocessing.std, device=self.device).view(1, 3, 1, 1)
 
     @classmethod
     def from_checkpoint(cls, path_or_id: str | os.PathLike, encoder: str | None = None,
@@ -116,7 +119,8 @@ class DepthEstimator:
             max_depth: override of the metric head's range in metres.
             device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
             precision: ``fp32``, ``fp16`` or ``bf16``.
-            input_size: short-side network input in pixels, multiple of 14; None: the size the checkpoint was
+            input_size: short-side network input in pixels, a multiple of the architecture's
+                ``preprocessing.multiple`` (14 Depth Anything V2, 32 PackNet); None: the size the checkpoint was
                 trained at (its metadata; 518 for the official models).
             focal_correction: rescale metric depth by the focal-length ratio when ``fx`` is given.
             compile: wrap the model in ``torch.compile``.
@@ -129,7 +133,7 @@ class DepthEstimator:
             model, metadata = build_transformers_model(path_or_id)
         else:
             model, metadata = build_model(path_or_id, encoder=encoder, max_depth=max_depth)
-        return cls(model, metadata, device=device, precision=precision, input_size=input_size or metadata.input_size,
+        return cls(model, metadata, device=device, precision=precision, input_size=input_size,
                    focal_correction=focal_correction, compile=compile)
 
     @property
@@ -138,20 +142,20 @@ class DepthEstimator:
         return self.metadata.head == "metric"
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
-        """Network input ``(height, width)`` for an image of that size; see :func:`checkpoints.network_size`."""
-        return network_size(height, width, self.input_size)
+        """Network input ``(height, width)`` for an image of that size; see :func:`depth_ros.models.network_size`."""
+        return self.preprocessing.network_size(height, width, self.input_size)
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """HxWx3 uint8 RGB -> (1,3,h,w) float32 normalised tensor on the device (see :func:`resize_to_network`).
 
         Raises:
-            ValueError: not an HxWx3 uint8 array, or smaller than 14x14 px.
+            ValueError: not an HxWx3 uint8 array, or smaller than ``preprocessing.multiple`` px on a side.
         """
         if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
             shape = getattr(rgb, "shape", None)
             raise ValueError(f"expected an HxWx3 uint8 RGB array, got {type(rgb).__name__} "
                              f"{getattr(rgb, 'dtype', '')} {shape}")
-        resized = resize_to_network(rgb, self.input_size)
+        resized = resize_to_network(rgb, self.input_size, self.preprocessing)
         tensor = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).unsqueeze(0)
         return ((tensor - self._mean) / self._std).contiguous()
 
@@ -201,7 +205,7 @@ class DepthEstimator:
         """Depth for one image.
 
         Args:
-            rgb: HxWx3 uint8 RGB image (H, W >= 14).
+            rgb: HxWx3 uint8 RGB image (H, W >= ``preprocessing.multiple``).
             fx: horizontal focal length in pixels at this image's resolution, for focal correction (optional).
 
         Returns:

@@ -32,19 +32,22 @@ DIAGNOSTICS = "/diagnostics"
 
 
 def random_checkpoint(path: str | os.PathLike, encoder: str = "vits", input_size: int = 70, *, head: str = "metric",
-                      max_depth: float = 20.0, train_focal_px: float | None = None, seed: int = 0) -> Path:
-    """Save a :class:`~depth_ros.models.DepthAnythingV2` with seeded random weights as a depth_ros checkpoint.
+                      max_depth: float = 20.0, train_focal_px: float | None = None, seed: int = 0,
+                      architecture: str = "depth_anything_v2") -> Path:
+    """Save a model of the registry (:func:`depth_ros.models.create_model`) with seeded random weights as a
+    depth_ros checkpoint.
 
     The global torch random state is left as it was. The same arguments give the same weights in every run.
 
     Args:
         path: file to write (``.pth`` or ``.safetensors``; see :func:`~depth_ros.checkpoints.save_checkpoint`).
-        encoder: vits, vitb, vitl or vitg.
-        input_size: training input size stored in the metadata (px, a multiple of 14).
+        encoder: the architecture's variant: vits, vitb, vitl or vitg (Depth Anything V2), tiny or slim (PackNet).
+        input_size: training input size stored in the metadata (px, a multiple of the architecture's stride).
         head: ``metric`` or ``relative``.
         max_depth: metric range in m.
         train_focal_px: training focal length at network input in px (None: no focal correction possible).
         seed: torch seed of the initialisation.
+        architecture: ``depth_anything_v2`` or ``packnet``.
 
     Returns:
         The path written.
@@ -52,12 +55,13 @@ def random_checkpoint(path: str | os.PathLike, encoder: str = "vits", input_size
     import torch
 
     from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
-    from depth_ros.models import DepthAnythingV2
+    from depth_ros.models import create_model
 
+    metadata = CheckpointMetadata(encoder, head, max_depth, input_size, train_focal_px, architecture=architecture)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = DepthAnythingV2(encoder, head, max_depth)
-    return save_checkpoint(path, model, CheckpointMetadata(encoder, head, max_depth, input_size, train_focal_px))
+        model = create_model(metadata)
+    return save_checkpoint(path, model, metadata)
 
 
 def large_png(width: int = 10_000, height: int = 10_000) -> bytes:

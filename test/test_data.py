@@ -13,8 +13,8 @@ from depth_ros.data.augment import Augmentation, EpochShuffleSampler, TrainingFr
 from depth_ros.data.nyu import NyuH5
 from depth_ros.data.rosbag import USE_RECTIFIED, BagError, BagReader, RosbagRGBD
 from depth_ros.data.tum import TumRGBD
-from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD
 from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from depth_ros.stamps import match_stamps
 
 SEVEN_SCENES = "7scenes_redkitchen"

@@ -17,8 +17,9 @@ from depth_ros.checkpoints import (
     network_size,
     save_checkpoint,
 )
-from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD, DepthEstimator
+from depth_ros.estimator import DepthEstimator
 from depth_ros.models import DepthAnythingV2
+from depth_ros.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from depth_ros.testing import large_png, random_checkpoint
 from depth_ros.tools.infer import main as infer_main
 

@@ -1,7 +1,8 @@
 """depth_node end to end: the node runs in its own process (the installed ``depth_node`` script) and this test talks
 to it over real rclpy / Fast DDS on localhost, with the real Image, CameraInfo and depth messages of the 7-Scenes bag.
 
-The network has random weights (a local checkpoint, input_size 70 to keep CPU low), so the tests check what the
+The network has random weights (a local checkpoint of each architecture, at a small input size to keep CPU low:
+the checkpoint records it and the node runs at it), so the tests check what the
 node does with its output: headers, sizes, encodings, that ``points`` is the back-projection of ``depth`` with
 ``depth/camera_info``, that ``occupancy`` matches ``points`` moved by ``camera_to_base``, accuracy against the
 reference depth, and that bad input is dropped with a named error while the node keeps answering. Exact grid cells
@@ -37,10 +38,19 @@ from depth_ros.testing import NodeHarness, large_png, random_checkpoint
 BAG = "7scenes_redkitchen_20f_bag"
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    # focal correction makes the random depth about 2 m, so the 5 m grid range sees obstacles
-    return random_checkpoint(tmp_path_factory.mktemp("node_checkpoint") / "metric_vits.pth", train_focal_px=400.0)
+# The node suite runs once per architecture. PackNet's random output spans most of (0, 20) m, so its training focal
+# is the bag camera's at network input (585 px at 640 -> 96 px wide): no focal rescaling pushes depth below
+# min_depth. The DA-V2 one's focal correction makes its random depth about 2 m, so the 5 m grid range sees obstacles.
+CHECKPOINTS = {
+    "depth_anything_v2": {"encoder": "vits", "input_size": 70, "train_focal_px": 400.0},
+    "packnet": {"encoder": "tiny", "input_size": 64, "train_focal_px": 585.0 * 96 / 640, "architecture": "packnet"},
+}
+
+
+@pytest.fixture(scope="module", params=list(CHECKPOINTS))
+def checkpoint(request, tmp_path_factory) -> Path:
+    return random_checkpoint(tmp_path_factory.mktemp("node_checkpoint") / f"{request.param}.pth",
+                             **CHECKPOINTS[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +80,7 @@ def _close(harness: NodeHarness) -> None:
 # --------------------------------------------------------------------------------------------- default parameters
 # The camera 0.3 m ahead of and 1 m left of base_link, turned 0.4 rad to the left: no symmetry hides a flipped grid.
 CAMERA_TO_BASE = [0.3, 1.0, 0.5, DEFAULT_CAMERA_TO_BASE[3], 0.0, DEFAULT_CAMERA_TO_BASE[5] + 0.4]
-NODE_PARAMS = {"input_size": 70, "use_reference_depth": True, "diagnostics_period": 0.5,
+NODE_PARAMS = {"use_reference_depth": True, "diagnostics_period": 0.5,  # input size: the checkpoint's
                "camera_to_base": CAMERA_TO_BASE, "max_image_pixels": 640 * 480}  # exactly the bag's images
 
 
@@ -291,7 +301,7 @@ class TestDefaultNode:
 
 
 # ------------------------------------------------------------------ compressed input, smaller dense coloured output
-SCALED_PARAMS = {"input_size": 70, "use_compressed": True, "reliable_input": True, "output_scale": 0.5,
+SCALED_PARAMS = {"use_compressed": True, "reliable_input": True, "output_scale": 0.5,
                  "cloud_organized": False, "cloud_stride": 2, "colored": True, "cloud_max_range": 3.0,
                  "grid_frame": "odom", "diagnostics_period": 0.5}
 

@@ -409,3 +409,24 @@ def test_photometric_run_on_a_bag_without_depth_uses_odometry_and_tf_static(shar
     assert DepthEstimator.from_checkpoint(tmp_path / "best.pth", device="cpu").metadata.input_size == 42
     with pytest.raises(ValueError, match="supervised training needs depth labels"):
         engine.train(training_config.config_from_dict(config | {"run": {"output_dir": str(tmp_path / "sup")}}))
+
+
+def test_evaluate_cli_scores_a_packnet_checkpoint_as_the_estimator_predicts(kitchen, tmp_path):
+    from depth_ros.metrics import evaluate_depth
+    from depth_ros.models import create_model
+
+    torch.manual_seed(0)
+    metadata = CheckpointMetadata("tiny", "metric", 10.0, 64, 300.0, architecture="packnet")
+    path = save_checkpoint(tmp_path / "packnet.pth", create_model(metadata), metadata)
+    assert evaluate.main(["--checkpoint", str(path), "--data", str(kitchen), "--frames", "70:72", "--device", "cpu",
+                          "--figure-frames", "0", "--out", str(tmp_path / "eval")]) == 0
+    with (tmp_path / "eval" / "per_frame.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["frame"] for r in rows] == ["70", "71"]
+    estimator = DepthEstimator.from_checkpoint(path, device="cpu")
+    source = open_rgbd(kitchen)
+    for row in rows:
+        frame = source[int(row["frame"])]
+        expected = evaluate_depth(estimator.infer(frame.rgb, fx=frame.camera.fx), frame.depth, min_depth=0.001,
+                                  max_depth=10.0)
+        assert float(row["abs_rel"]) == pytest.approx(expected["abs_rel"], rel=1e-6)

@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--align", choices=ALIGN_MODES, default="none",
                         help="none (metric), median scaling, or least-squares scale+shift in inverse depth")
     parser.add_argument("--input-size", type=int, default=None,
-                        help="network short side (multiple of 14); default: the checkpoint's training size")
+                        help="network short side (multiple of 14, 32 for PackNet); default: the checkpoint's "
+                             "training size")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--min-depth", type=float, default=0.001, help="valid ground truth from (m)")
     parser.add_argument("--max-depth", type=float, default=None,

@@ -1,7 +1,8 @@
 """Training samples: resize to network size, random crop, horizontal flip and colour jitter, intrinsics kept in step.
 
-The resize is the estimator's (:func:`depth_ros.checkpoints.network_size`: keep the aspect ratio, short side to the
-input size, sides multiples of 14, bicubic colour), so the network sees the scale it will see at inference; depth is
+The resize and normalisation are the estimator's, for the architecture's :class:`depth_ros.models.Preprocessing`
+(:func:`depth_ros.models.network_size`: keep the aspect ratio, short side to the input size, sides multiples of
+``preprocessing.multiple``, bicubic colour), so the network sees the scale it will see at inference; depth is
 resized with nearest neighbour so no invalid (NaN) pixel bleeds into valid ones, as in the Depth Anything V2
 ``Resize(resize_target=True)`` transform. The crop is a square of the input size (the reference ``Crop``).
 
@@ -18,13 +19,10 @@ import cv2
 import numpy as np
 import torch
 
-from depth_ros.checkpoints import network_size
 from depth_ros.data.frames import RGBDFrame, RGBDSequence
-from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD, resize_to_network
+from depth_ros.estimator import resize_to_network
 from depth_ros.geometry.camera import PinholeCamera
-
-_MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-_STD = np.asarray(IMAGENET_STD, dtype=np.float32)
+from depth_ros.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,8 @@ def color_jitter(rgb: np.ndarray, rng: np.random.Generator, aug: Augmentation) -
     return np.clip(out, 0, 1)
 
 
-def resize_frame(frame: RGBDFrame, input_size: int) -> tuple[np.ndarray, np.ndarray, PinholeCamera]:
+def resize_frame(frame: RGBDFrame, input_size: int,
+                 preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray, PinholeCamera]:
     """Colour (bicubic, float32 [0, 1]) and depth (nearest, NaN kept) at network size, and the matching camera.
 
     Raises:
@@ -80,7 +79,7 @@ def resize_frame(frame: RGBDFrame, input_size: int) -> tuple[np.ndarray, np.ndar
     if frame.depth is None:
         raise ValueError(f"{frame.name}: the frame has no depth; supervised training and evaluation need a depth "
                          "source (a bag's depth_topic)")
-    rgb = resize_to_network(frame.rgb, input_size)
+    rgb = resize_to_network(frame.rgb, input_size, preprocessing)
     height, width = rgb.shape[:2]
     depth = cv2.resize(frame.depth, (width, height), interpolation=cv2.INTER_NEAREST)
     return np.clip(rgb, 0, 1), depth, frame.camera.resized(width, height)
@@ -90,19 +89,26 @@ class TrainTransform:
     """RGBDFrame -> network-ready training sample.
 
     Args:
-        input_size: network input (square crop side), a multiple of 14.
+        input_size: network input (square crop side), a multiple of ``preprocessing.multiple``.
         augmentation: random flip and colour jitter; None disables both.
+        preprocessing: the architecture's input rule and normalisation (``CheckpointMetadata.preprocessing`` or
+            ``ARCHITECTURES[name].preprocessing``); default Depth Anything V2 (multiples of 14, ImageNet mean/std).
     """
 
-    def __init__(self, input_size: int, augmentation: Augmentation | None = None):
-        network_size(input_size, input_size, input_size)  # validates the size
+    def __init__(self, input_size: int, augmentation: Augmentation | None = None,
+                 preprocessing: Preprocessing = ARCHITECTURES[DEFAULT_ARCHITECTURE].preprocessing):
+        preprocessing.network_size(input_size, input_size, input_size)  # validates the size
         self.input_size = input_size
         self.augmentation = augmentation
+        self.preprocessing = preprocessing
+        self._mean = np.asarray(preprocessing.mean, dtype=np.float32)
+        self._std = np.asarray(preprocessing.std, dtype=np.float32)
 
     def __call__(self, frame: RGBDFrame, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """Returns ``image`` (3, S, S) float32 ImageNet-normalised, ``depth`` (S, S) float32 metres (NaN invalid) and
-        ``intrinsics`` (4,) float32 ``fx, fy, cx, cy`` of that S x S image, S = ``input_size``."""
-        rgb, depth, camera = resize_frame(frame, self.input_size)
+        """Returns ``image`` (3, S, S) float32 normalised with the preprocessing's mean/std, ``depth`` (S, S) float32
+        metres (NaN invalid) and ``intrinsics`` (4,) float32 ``fx, fy, cx, cy`` of that S x S image,
+        S = ``input_size``."""
+        rgb, depth, camera = resize_frame(frame, self.input_size, self.preprocessing)
         size = self.input_size
         top = int(rng.integers(0, rgb.shape[0] - size + 1))
         left = int(rng.integers(0, rgb.shape[1] - size + 1))
@@ -113,7 +119,7 @@ class TrainTransform:
             if aug.hflip and rng.random() < 0.5:
                 rgb, depth, camera = rgb[:, ::-1], depth[:, ::-1], camera.flipped()
             rgb = color_jitter(np.ascontiguousarray(rgb), rng, aug)
-        image = ((rgb - _MEAN) / _STD).transpose(2, 0, 1)
+        image = ((rgb - self._mean) / self._std).transpose(2, 0, 1)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
             "depth": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)),

@@ -18,15 +18,12 @@ import torch
 
 from depth_ros.data.augment import Augmentation, color_jitter
 from depth_ros.data.frames import RGBDSequence
-from depth_ros.estimator import IMAGENET_MEAN, IMAGENET_STD, resize_to_network
+from depth_ros.estimator import resize_to_network
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.transform import motion, relative_pose
+from depth_ros.models import Preprocessing
 
 log = logging.getLogger(__name__)
-
-_MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-_STD = np.asarray(IMAGENET_STD, dtype=np.float32)
-
 
 @dataclass(frozen=True)
 class PosedSample:
@@ -114,9 +111,9 @@ class PosedFrames(torch.utils.data.Dataset):
     """Samples of a sequence at network size for the photometric objective.
 
     Items (S = number of sources, h x w = the network size of the sequence's images):
-        ``image`` (3, h, w) float32 ImageNet-normalised network input of the target (colour-jittered when
-        ``augmentation`` is given; the loss images are not), ``target`` (3, h, w) float32 RGB in [0, 1],
-        ``sources`` (S, 3, h, w) float32 RGB in [0, 1], ``target_to_sources`` (S, 4, 4) float32
+        ``image`` (3, h, w) float32 network input of the target (normalised as ``preprocessing`` says;
+        colour-jittered when ``augmentation`` is given, the loss images are not), ``target`` (3, h, w) float32
+        RGB in [0, 1], ``sources`` (S, 3, h, w) float32 RGB in [0, 1], ``target_to_sources`` (S, 4, 4) float32
         ``T_source_target``, ``depth`` (h, w) float32 metres of the target, NaN invalid (all NaN without depth;
         nearest-neighbour resized; with ``sparse_depth_points`` only that many random valid pixels kept) and
         ``frame`` (the target's index).
@@ -125,20 +122,22 @@ class PosedFrames(torch.utils.data.Dataset):
         source: the image sequence (depth optional).
         samples: from :func:`select_samples`.
         poses: (N, 4, 4) ``T_world_camera`` of every frame of ``source``.
-        input_size: network short side (multiple of 14); the images are resized whole, never cropped, so the
-            intrinsics stay :attr:`camera` for every sample.
+        input_size: network short side (a multiple of ``preprocessing.multiple``); the images are resized whole,
+            never cropped, so the intrinsics stay :attr:`camera` for every sample.
+        preprocessing: the architecture's size rule and normalisation (``TrainConfig.preprocessing``).
         augmentation: colour jitter of the network input (flips would mirror the geometry; they are not applied).
         sparse_depth_points: keep only this many valid depth pixels (a sparse reference); None: all.
         seed: base seed of the per-(epoch, item) randomness.
     """
 
     def __init__(self, source: RGBDSequence, samples: Sequence[PosedSample], poses: np.ndarray, input_size: int,
-                 augmentation: Augmentation | None = None, sparse_depth_points: int | None = None, seed: int = 0):
+                 preprocessing: Preprocessing, augmentation: Augmentation | None = None,
+                 sparse_depth_points: int | None = None, seed: int = 0):
         self.source, self.samples, self.poses = source, list(samples), np.asarray(poses, dtype=np.float64)
-        self.input_size, self.augmentation = input_size, augmentation
+        self.input_size, self.preprocessing, self.augmentation = input_size, preprocessing, augmentation
         self.sparse_depth_points, self.seed, self.epoch = sparse_depth_points, seed, 0
         blank = np.zeros((source.camera.height, source.camera.width, 3), np.uint8)
-        self.camera: PinholeCamera = network_image(blank, source.camera, input_size)[1]
+        self.camera: PinholeCamera = network_image(blank, source.camera, input_size, preprocessing)[1]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random draws of ``epoch``."""
@@ -149,7 +148,7 @@ class PosedFrames(torch.utils.data.Dataset):
 
     def _rgb(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         frame = self.source[index]
-        rgb, _ = network_image(frame.rgb, frame.camera, self.input_size)
+        rgb, _ = network_image(frame.rgb, frame.camera, self.input_size, self.preprocessing)
         depth = None
         if frame.depth is not None:
             depth = cv2.resize(frame.depth, (self.camera.width, self.camera.height), interpolation=cv2.INTER_NEAREST)
@@ -166,21 +165,22 @@ class PosedFrames(torch.utils.data.Dataset):
             sparse[keep] = depth.reshape(-1)[keep]
             depth = sparse.reshape(depth.shape)
         packed = pack_sample(target, [self._rgb(s)[0] for s in sample.sources], self.poses[sample.target],
-                             self.poses[list(sample.sources)], depth,
+                             self.poses[list(sample.sources)], self.preprocessing, depth,
                              color_jitter(target, rng, self.augmentation) if self.augmentation else None)
         packed["frame"] = torch.tensor(sample.target)
         return packed
 
 
-def network_image(rgb: np.ndarray, camera: PinholeCamera, input_size: int) -> tuple[np.ndarray, PinholeCamera]:
+def network_image(rgb: np.ndarray, camera: PinholeCamera, input_size: int,
+                  preprocessing: Preprocessing) -> tuple[np.ndarray, PinholeCamera]:
     """An image at network size for the photometric objective: (h, w, 3) float32 RGB in [0, 1] (bicubic, as the
     estimator's :func:`~depth_ros.estimator.resize_to_network`) and the camera at that size."""
-    small = np.clip(resize_to_network(rgb, input_size), 0, 1)
+    small = np.clip(resize_to_network(rgb, input_size, preprocessing), 0, 1)
     return small, camera.resized(small.shape[1], small.shape[0])
 
 
 def pack_sample(target: np.ndarray, sources: Sequence[np.ndarray], target_pose: np.ndarray,
-                source_poses: np.ndarray, depth: np.ndarray | None = None,
+                source_poses: np.ndarray, preprocessing: Preprocessing, depth: np.ndarray | None = None,
                 network_input: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """One photometric training sample as tensors (the layout of :class:`PosedFrames` items, without ``frame``).
 
@@ -189,11 +189,12 @@ def pack_sample(target: np.ndarray, sources: Sequence[np.ndarray], target_pose: 
         sources: S images like ``target``.
         target_pose: (4, 4) ``T_world_camera`` of the target.
         source_poses: (S, 4, 4) ``T_world_camera`` of the sources.
+        preprocessing: normalisation of the network input.
         depth: (h, w) float32 metres of the target, NaN invalid; None: all NaN.
         network_input: the image the network sees (e.g. colour-jittered ``target``); None: ``target``.
 
     Returns:
-        ``image`` (3, h, w) ImageNet-normalised network input, ``target`` (3, h, w), ``sources`` (S, 3, h, w),
+        ``image`` (3, h, w) normalised network input, ``target`` (3, h, w), ``sources`` (S, 3, h, w),
         ``target_to_sources`` (S, 4, 4) float32 ``T_source_target``, ``depth`` (h, w).
     """
     def chw(rgb):
@@ -204,7 +205,8 @@ def pack_sample(target: np.ndarray, sources: Sequence[np.ndarray], target_pose: 
         depth = np.full(target.shape[:2], np.nan, np.float32)
     poses = relative_pose(np.asarray(source_poses, dtype=np.float64), np.asarray(target_pose)[None])
     return {
-        "image": chw((network_input - _MEAN) / _STD),
+        "image": chw((network_input - np.asarray(preprocessing.mean, np.float32))
+                     / np.asarray(preprocessing.std, np.float32)),
         "target": chw(target),
         "sources": torch.stack([chw(s) for s in sources]),
         "target_to_sources": torch.from_numpy(poses.astype(np.float32)),

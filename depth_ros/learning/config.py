@@ -21,7 +21,7 @@ from depth_ros.data import FORMATS, Split
 from depth_ros.data.augment import Augmentation
 from depth_ros.data.poses import PoseSource
 from depth_ros.metrics import CROPS
-from depth_ros.models import ENCODERS
+from depth_ros.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture
 
 TRAINABLE = ("full", "head", "norms_biases", "lora")
 
@@ -43,18 +43,25 @@ def _positive(obj, section: str, *names: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network. ``init``: ``random`` (no weights), ``encoder`` (only ``pretrained.*`` from ``checkpoint``, head
-    random: the Depth Anything V2 recipe) or ``checkpoint`` (all weights from ``checkpoint``, e.g. the ``best.pth``
-    of either trainer)."""
+    """The network: ``architecture`` (``depth_anything_v2`` or ``packnet``, :data:`depth_ros.models.ARCHITECTURES`)
+    and its size variant ``encoder`` (``vits``/``vitb``/``vitl``/``vitg``; ``tiny``/``slim``), a metric head of range
+    ``max_depth`` metres. ``init``: ``random`` (no weights), ``encoder`` (only ``pretrained.*`` from ``checkpoint``,
+    head random: the Depth Anything V2 recipe) or ``checkpoint`` (all weights from ``checkpoint``, e.g. the
+    ``best.pth`` of either trainer)."""
 
     encoder: str = "vits"
     max_depth: float = 20.0
     init: str = "random"
     checkpoint: str | None = None
+    architecture: str = DEFAULT_ARCHITECTURE
 
     def __post_init__(self):
-        if self.encoder not in ENCODERS:
-            raise ConfigError(f"model.encoder: {self.encoder!r} is not one of {', '.join(ENCODERS)}")
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"model.architecture: {self.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+        try:
+            get_architecture(self.architecture, self.encoder, "metric")
+        except ValueError as error:
+            raise ConfigError(f"model.encoder: {error}") from None
         if self.init not in ("random", "encoder", "checkpoint"):
             raise ConfigError(f"model.init: {self.init!r} is not one of random, encoder, checkpoint")
         if (self.init == "random") != (self.checkpoint is None):
@@ -89,7 +96,7 @@ class DataConfig:
     def __post_init__(self):
         if self.format not in FORMATS:
             raise ConfigError(f"data.format: {self.format!r} is not one of {', '.join(FORMATS)}")
-        if self.input_size <= 0 or self.input_size % 14:
+        if self.input_size <= 0:
             raise ConfigError(f"data.input_size must be a positive multiple of 14, got {self.input_size}")
         if self.eval_crop is not None and self.eval_crop not in CROPS:
             raise ConfigError(f"data.eval_crop: {self.eval_crop!r} is not one of {', '.join(CROPS)}")
@@ -232,6 +239,17 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     self_supervised: SelfSupervisedConfig | None = None
+
+    def __post_init__(self):
+        multiple = ARCHITECTURES[self.model.architecture].preprocessing.multiple
+        if self.data.input_size % multiple:
+            raise ConfigError(f"data.input_size must be a positive multiple of {multiple} for "
+                              f"{self.model.architecture}, got {self.data.input_size}")
+
+    @property
+    def preprocessing(self):
+        """The architecture's input size rule and normalisation (:class:`depth_ros.models.Preprocessing`)."""
+        return ARCHITECTURES[self.model.architecture].preprocessing
 
     @property
     def max_depth(self) -> float:

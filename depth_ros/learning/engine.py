@@ -43,6 +43,7 @@ from depth_ros.learning.trainable import (
     build_optimizer,
     build_scheduler,
     build_training_model,
+    cfg_metadata,
     deployable_state_dict,
     prepare_trainable,
 )
@@ -273,8 +274,8 @@ class TrainingRun:
             model = model.to(memory_format=torch.channels_last)
         model, groups = prepare_trainable(model, cfg.optim)
         camera = self.source.camera
-        self.metadata = CheckpointMetadata(cfg.model.encoder, "metric", cfg.model.max_depth, cfg.data.input_size,
-                                           network_focal(camera.fx, camera.width, camera.height, cfg.data.input_size))
+        self.metadata = cfg_metadata(cfg.model, cfg.data.input_size, network_focal(
+            camera.fx, camera.width, camera.height, cfg.data.input_size, cfg.preprocessing.multiple))
         dataset = self.objective.dataset
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.optim.batch_size, drop_last=True,
                                              sampler=EpochShuffleSampler(len(dataset), seed=cfg.run.seed),

@@ -21,6 +21,7 @@ from depth_ros.geometry.transform import PoseLookupError
 from depth_ros.learning.config import SelfSupervisedConfig, TrainConfig
 from depth_ros.losses import self_supervised_loss, silog_loss
 from depth_ros.metrics import valid_depth_mask
+from depth_ros.models import depth_scales
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ class SupervisedObjective:
             raise ValueError("supervised training needs depth labels: data.depth_topic is null (train "
                              "self-supervised instead: training/train_self_supervised.py)")
         self.cfg = cfg
-        self.dataset = TrainingFrames(source, train_indices, TrainTransform(cfg.data.input_size,
-                                                                           cfg.data.augmentation), seed=cfg.run.seed)
+        transform = TrainTransform(cfg.data.input_size, cfg.data.augmentation, cfg.preprocessing)
+        self.dataset = TrainingFrames(source, train_indices, transform, seed=cfg.run.seed)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
              channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
@@ -62,7 +63,7 @@ def supervised_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg:
     """SiLog loss of one batch (``image`` (B, 3, S, S) normalised, ``depth`` (B, S, S) metres NaN invalid) on the
     pixels inside ``[data.min_depth, max_depth]``; 0-dim."""
     depth = batch["depth"]
-    prediction = model(_network_input(batch, channels_last)).float()
+    prediction = depth_scales(model(_network_input(batch, channels_last)))[0][:, 0].float()
     return silog_loss(prediction, depth, valid_depth_mask(depth, cfg.data.min_depth, cfg.max_depth))
 
 
@@ -115,8 +116,8 @@ class PhotometricObjective:
             raise ValueError(f"no usable training sample: {selection.report()}; check the pose source, "
                              "source_offsets / source_baseline, min_translation and max_rotation")
         self.selection = selection
-        self.dataset = PosedFrames(source, selection.samples, poses, cfg.data.input_size, cfg.data.augmentation,
-                                   ss.sparse_depth_points, seed=cfg.run.seed)
+        self.dataset = PosedFrames(source, selection.samples, poses, cfg.data.input_size, cfg.preprocessing,
+                                   cfg.data.augmentation, ss.sparse_depth_points, seed=cfg.run.seed)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
              channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
@@ -144,8 +145,7 @@ def photometric_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cam
     Returns:
         (0-dim loss, statistics: photometric, smoothness, kept and, with the SiLog term, silog).
     """
-    out = model(_network_input(batch, channels_last))
-    depths = [d.float() for d in out] if isinstance(out, (list, tuple)) else [out.float()[:, None]]
+    depths = [d.float() for d in depth_scales(model(_network_input(batch, channels_last)))]
     loss, stats = self_supervised_loss(batch["target"], batch["sources"], depths, camera, batch["target_to_sources"],
                                        ss.automask, ss.smoothness_weight)
     if ss.silog_weight > 0 and torch.isfinite(batch["depth"]).any():

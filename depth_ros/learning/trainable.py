@@ -9,9 +9,9 @@ import logging
 
 import torch
 
-from depth_ros.checkpoints import CheckpointError, build_model, load_checkpoint
+from depth_ros.checkpoints import CheckpointError, CheckpointMetadata, build_model, load_checkpoint
 from depth_ros.learning.config import ModelConfig, OptimConfig
-from depth_ros.models import DepthAnythingV2
+from depth_ros.models import create_model
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +21,25 @@ LORA_TARGETS = ["qkv", "proj", "fc1", "fc2", "w12", "w3"]
 NORM_TYPES = (torch.nn.LayerNorm, torch.nn.BatchNorm2d, torch.nn.GroupNorm)
 
 
-def build_training_model(cfg: ModelConfig) -> DepthAnythingV2:
-    """A metric :class:`DepthAnythingV2` initialised as ``cfg.init`` says.
+def build_training_model(cfg: ModelConfig) -> torch.nn.Module:
+    """A metric model of the registry (:func:`depth_ros.models.create_model`) initialised as ``cfg.init`` says.
 
     Raises:
-        CheckpointError: the checkpoint is unreadable or does not fit the encoder.
+        CheckpointError: the checkpoint is unreadable or does not fit the model.
+        ValueError: ``init: encoder`` for an architecture without a pretrained encoder.
     """
-    model = DepthAnythingV2(cfg.encoder, "metric", cfg.max_depth)
+    model = create_model(cfg_metadata(cfg))
     if cfg.init == "checkpoint":
         loaded, _ = build_model(cfg.checkpoint, encoder=cfg.encoder, max_depth=cfg.max_depth)
-        model.load_state_dict(loaded.state_dict(), strict=True)
+        try:
+            model.load_state_dict(loaded.state_dict(), strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{cfg.checkpoint}: weights do not fit a {cfg.architecture} {cfg.encoder} model: "
+                                  f"{str(exc).splitlines()[0]}") from None
     elif cfg.init == "encoder":
+        if not hasattr(model, "pretrained"):
+            raise ValueError(f"model.init: encoder needs an architecture with a pretrained encoder, not "
+                             f"{cfg.architecture} (use checkpoint or random)")
         state, _ = load_checkpoint(cfg.checkpoint)
         encoder = {k.removeprefix("pretrained."): v for k, v in state.items() if k.startswith("pretrained.")}
         try:
@@ -42,46 +50,64 @@ def build_training_model(cfg: ModelConfig) -> DepthAnythingV2:
     return model
 
 
-def _split(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(encoder, head) submodules of a depth model."""
-    return model.pretrained, model.depth_head
+def cfg_metadata(cfg: ModelConfig, input_size: int | None = None, train_focal_px: float | None = None):
+    """The :class:`~depth_ros.checkpoints.CheckpointMetadata` of a metric model as ``cfg`` describes it."""
+    return CheckpointMetadata(cfg.encoder, "metric", cfg.max_depth, input_size, train_focal_px,
+                              architecture=cfg.architecture)
+
+
+def _split(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(encoder, head) submodules of a Depth Anything V2 model; None for a network trained as one (PackNet)."""
+    if hasattr(model, "pretrained") and hasattr(model, "depth_head"):
+        return model.pretrained, model.depth_head
+    return None
 
 
 def prepare_trainable(model: torch.nn.Module, cfg: OptimConfig) -> tuple[torch.nn.Module, list[dict]]:
     """Freeze what ``cfg.trainable`` leaves fixed and return the model to train with its optimiser groups.
 
     Groups: encoder-side parameters at ``lr``, head-side parameters at ``lr * head_lr_factor`` (the Depth Anything V2
-    recipe for ``full``). ``head``: the decoder only; ``norms_biases``: LayerNorm/BatchNorm weights and every bias
-    (a few tenths of a percent of the weights; cheap and hard to over-fit, as in BitFit, Ben Zaken et al. 2022);
-    ``lora``: peft LoRA adapters on :data:`LORA_TARGETS` of the encoder, head frozen (the returned model is then a
-    peft model; :func:`deployable_state_dict` merges the adapters).
+    recipe for ``full``); a model without that split (PackNet) trains as one group at ``lr``. ``head``: the decoder
+    only; ``norms_biases``: LayerNorm/GroupNorm/BatchNorm weights and every bias (a few tenths of a percent of the
+    weights; cheap and hard to over-fit, as in BitFit, Ben Zaken et al. 2022); ``lora``: peft LoRA adapters on
+    :data:`LORA_TARGETS` of the encoder, head frozen (the returned model is then a peft model;
+    :func:`deployable_state_dict` merges the adapters).
 
     Returns:
         (model to optimise, AdamW parameter groups with ``lr`` set).
+
+    Raises:
+        ValueError: ``head`` or ``lora`` for a model without an encoder/head split.
     """
     lr, head_lr = cfg.lr, cfg.lr * cfg.head_lr_factor
+    split = _split(model)
+    if split is None and cfg.trainable in ("head", "lora"):
+        raise ValueError(f"optim.trainable: {cfg.trainable} needs a model with an encoder/head split (Depth Anything "
+                         "V2); use full or norms_biases")
     if cfg.trainable == "lora":
         from peft import LoraConfig, get_peft_model
 
-        targets = [name for name, module in _split(model)[0].named_modules()
+        targets = [name for name, module in split[0].named_modules()
                    if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS]
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
                           target_modules=[f"pretrained.{n}" for n in targets])
         model = get_peft_model(model, lora)
         params = [p for p in model.parameters() if p.requires_grad]
         return model, [{"params": params, "lr": lr}]
-    encoder, head = _split(model)
     if cfg.trainable == "full":
         chosen = {id(p) for p in model.parameters()}
     elif cfg.trainable == "head":
-        chosen = {id(p) for p in head.parameters()}
+        chosen = {id(p) for p in split[1].parameters()}
     else:  # norms_biases
         chosen = {id(p) for module in model.modules() if isinstance(module, NORM_TYPES) for p in module.parameters()}
         chosen |= {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
     for p in model.parameters():
         p.requires_grad_(id(p) in chosen)
-    groups = [{"params": [p for p in encoder.parameters() if p.requires_grad], "lr": lr},
-              {"params": [p for p in head.parameters() if p.requires_grad], "lr": head_lr}]
+    if split is None:  # one network, one learning rate
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+    else:
+        groups = [{"params": [p for p in split[0].parameters() if p.requires_grad], "lr": lr},
+                  {"params": [p for p in split[1].parameters() if p.requires_grad], "lr": head_lr}]
     count = sum(p.numel() for g in groups for p in g["params"])
     log.info("training %s: %d of %d parameters", cfg.trainable, count, sum(p.numel() for p in model.parameters()))
     return model, [g for g in groups if g["params"]]

@@ -126,7 +126,8 @@ class NodeConfig(ParameterTable):
     device: str = _param("auto", "Torch device: auto (CUDA when available), cpu, cuda, cuda:N.")
     precision: str = _param("fp32", "Inference precision: fp32, fp16 or bf16.")
     input_size: int = _param(
-        0, "px. Network input size of the shorter image side, a multiple of 14; 0: the checkpoint's training size.")
+        0, "px. Network input size of the shorter image side, a multiple of the architecture's size rule (14 Depth "
+           "Anything V2, 32 PackNet; checked when the checkpoint loads); 0: the checkpoint's training size.")
     torch_compile: bool = _param(
         False, "Wrap the network in torch.compile (faster inference after a one-off compile at the first frame).")
     focal_correction: bool = _param(
@@ -188,8 +189,7 @@ class NodeConfig(ParameterTable):
             (self.encoder in ("",) + ENCODERS, "encoder", f"must be empty or one of {', '.join(ENCODERS)}"),
             (self.model_max_depth >= 0, "model_max_depth", "must be >= 0 m (0: from the checkpoint)"),
             (self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}"),
-            (self.input_size >= 0 and self.input_size % 14 == 0, "input_size",
-             "must be 0 (the checkpoint's) or a positive multiple of 14 px"),
+            (self.input_size >= 0, "input_size", "must be 0 (the checkpoint's) or a positive number of px"),
             (self.camera_info_tolerance >= 0, "camera_info_tolerance", "must be >= 0 s"),
             (self.max_image_pixels >= MIN_IMAGE_PIXELS, "max_image_pixels",
              f"must be >= {MIN_IMAGE_PIXELS} px (one 14 x 14 network patch)"),

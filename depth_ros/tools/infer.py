@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="checkpoint file, official model id or transformers model (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("depth_out"), help="output folder (default: %(default)s)")
     parser.add_argument("--input-size", type=int,
-                        help="network short side, multiple of 14 (default: the checkpoint's training size)")
+                        help="network short side, multiple of 14 (32 for PackNet); default: the checkpoint's "
+                             "training size")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--fx", type=float, help="focal length x in pixels (image resolution)")

@@ -298,7 +298,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--params", type=Path,
                         help="depth_node parameters file (e.g. config/depth.yaml); default: the node's defaults")
     parser.add_argument("--checkpoint", help="override the checkpoint parameter (file or model id)")
-    parser.add_argument("--input-size", type=int, help="override input_size (px, multiple of 14)")
+    parser.add_argument("--input-size", type=int, help="override input_size (px, multiple of 14, or 32 for PackNet)")
     parser.add_argument("--device", help="override device (auto, cpu, cuda, cuda:N)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="override precision")
     return parser.parse_args(argv)
