@@ -61,6 +61,7 @@ setup(
             "depth_node = depth_ros.ros.depth_node:main",
             "infer = depth_ros.tools.infer:main",
             "process_bag = depth_ros.tools.process_bag:main",
+            "play_bag = depth_ros.tools.play_bag:main",
         ],
     },
 )
