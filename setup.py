@@ -59,6 +59,7 @@ setup(
     entry_points={
         "console_scripts": [
             "depth_node = depth_ros.ros.depth_node:main",
+            "adaptation_node = depth_ros.ros.adaptation_node:main",
             "infer = depth_ros.tools.infer:main",
             "process_bag = depth_ros.tools.process_bag:main",
             "play_bag = depth_ros.tools.play_bag:main",
