@@ -15,7 +15,9 @@ CameraInfo, best effort like a camera driver, each frame stamped with the time i
 
 Input: by default the Middlebury 2014 "Motorcycle" left image with its ground-truth disparity, as shipped by
 scikit-image (see :func:`motorcycle_frame`), resized to 640 px wide and played ``--frames`` times; with ``--bag`` the
-images + CameraInfo of any ROS 1 / ROS 2 bag (ground truth from ``--depth-topic`` when the bag has it).
+images + CameraInfo of any ROS 1 / ROS 2 bag (ground truth from ``--depth-topic`` when the bag has it), decoded and
+sent again as rgb8 frames stamped now (the latency is measured against this clock); to play a bag's recorded messages
+unchanged, with their stamps and timing, use ``play_bag`` (:mod:`depth_ros.tools.play_bag`).
 
 Network safety: every process runs with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and ``ROS_DOMAIN_ID`` (42 unless
 set); the shipped Fast DDS profile lets the large best-effort images through (config/fastdds_profile.xml).
