@@ -226,3 +226,8 @@ def test_ctrl_c_stops_cleanly(shared_data, peer):
             process.wait()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
+
+
+def test_an_empty_window_is_not_looped(bag, peer):
+    summary = BagPlayer(bag, peer.player_node, start_offset=60.0, loop=True, topics=[ODOM]).play()  # bag: 20 s
+    assert summary.loops == 1 and summary.messages == {}

@@ -256,7 +256,8 @@ class BagPlayer:
     def play(self) -> PlaySummary:
         """Publish the window (again and again with ``loop``) with the recorded timing; returns what was published.
 
-        Returns when the window is done (without ``loop``) or after :meth:`stop`; a KeyboardInterrupt propagates.
+        Returns when the window is done (without ``loop``, or when it holds no message) or after :meth:`stop`; a
+        KeyboardInterrupt propagates.
 
         Raises:
             BagError: the bag cannot be read (messages published before the bad part stay published).
@@ -267,7 +268,7 @@ class BagPlayer:
         try:
             while not self._stop.is_set():
                 summary.loops += 1
-                loop_start = time.monotonic()
+                loop_start, published = time.monotonic(), sum(counts.values())
                 for connection, time_ns, data, early in self.messages():
                     if not early:
                         delay = loop_start + (time_ns - self.start_ns) / 1e9 / self.rate - time.monotonic()
@@ -279,7 +280,7 @@ class BagPlayer:
                         self._publish_clock(max(time_ns, self.start_ns))
                     self.publishers[connection.topic].publish(data)
                     counts[self.remap.get(connection.topic, connection.topic)] += 1
-                if not self.loop:
+                if not self.loop or sum(counts.values()) == published:  # an empty window is not looped
                     break
         finally:
             summary.messages = dict(counts)
