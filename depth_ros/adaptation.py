@@ -47,7 +47,7 @@ from depth_ros.models import depth_scales
 log = logging.getLogger(__name__)
 
 LATEST = "latest.pth"
-RESTART_AFTER = 1.0  # s without an accepted frame after which the keyframe chain restarts
+RESTART_AFTER = 1.0  # s between two frames (either way) after which the keyframe chain restarts
 SCALE_CANDIDATES = tuple(float(s) for s in np.geomspace(0.5, 2.0, 25))  # depth scale factors tried on held-out data
 
 
@@ -213,8 +213,9 @@ class OnlineAdapter:
         if small.mean() < 0.03 or small.std() < 0.01:
             return "rejected: dark or texture-less image"
         last = self._last
-        if last is not None and stamp - last.stamp > RESTART_AFTER:
-            self._chain.clear()  # a long pause (or lasting pose jump): start afresh, nothing to compare with
+        if last is not None and abs(stamp - last.stamp) > RESTART_AFTER:
+            # a long pause, a lasting pose jump or time going back (a looped bag): start afresh
+            self._chain.clear()
             last = None
         if last is not None:
             dt = stamp - last.stamp
@@ -266,8 +267,8 @@ class OnlineAdapter:
         """One optimiser step on the newest sample plus replayed ones, then the moving-average update.
 
         Returns:
-            The batch loss, or None when not :meth:`ready` or the loss was not finite (the step is skipped and
-            counted as ``non-finite loss``).
+            The batch loss, or None when not :meth:`ready` or the loss was not finite (the step is skipped, counted
+            as ``non-finite loss``, and the training weights roll back to the published ones).
         """
         with self._lock:
             if not self.ready():
@@ -276,9 +277,12 @@ class OnlineAdapter:
             samples = [self._newest] + [self.replay[i] for i in picks]
         batch = {key: torch.stack([s[key] for s in samples]).to(self.device) for key in samples[0]}
         loss, _ = photometric_loss(self.model, batch, self._network_camera, self._objective)
-        if not torch.isfinite(loss):
+        if not torch.isfinite(loss):  # the training weights diverged: back to the last published ones
             self.counts["non-finite loss"] += 1
+            self.counts["rolled back"] += 1
             self.optimizer.zero_grad()
+            self._restore(self._published_values)
+            log.warning("non-finite adaptation loss: rolled back to the published weights")
             return None
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self._trainable, 1.0)

@@ -75,28 +75,34 @@ def large_png(width: int = 10_000, height: int = 10_000) -> bytes:
 
 
 def ros_value(value) -> str:
-    """A Python value as the text of a ``-p name:=value`` override (booleans lower case, sequences as YAML lists)."""
+    """A Python value as the text of a ``-p name:=value`` override (booleans lower case, sequences as YAML lists, the
+    empty string quoted)."""
     if isinstance(value, bool):
         return str(value).lower()
+    if value == "":
+        return "''"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(repr(float(v)) for v in value) + "]"
     return str(value)
 
 
 class NodeProcess:
-    """``depth_node`` in its own process and session (a Ctrl-C in the terminal reaches only the caller).
+    """A depth_ros node (``depth_node`` by default) in its own process and session (a Ctrl-C in the terminal reaches
+    only the caller).
 
     Args:
         params: parameter name -> value, passed as ``-p`` overrides (see :func:`ros_value`).
         log_path: file receiving the node's stdout and stderr.
         namespace: the node's namespace (its topics are relative).
         params_file: a ``--params-file`` given before the overrides.
+        executable: the console script (``depth_node``, ``adaptation_node``), module ``depth_ros.ros.<name>``.
     """
 
     def __init__(self, params: Mapping[str, object], log_path: Path, namespace: str,
-                 params_file: Path | None = None):
-        script = Path(sys.executable).with_name("depth_node")
-        command = [str(script)] if script.is_file() else [sys.executable, "-m", "depth_ros.ros.depth_node"]
+                 params_file: Path | None = None, executable: str = "depth_node"):
+        self.executable = executable
+        script = Path(sys.executable).with_name(executable)
+        command = [str(script)] if script.is_file() else [sys.executable, "-m", f"depth_ros.ros.{executable}"]
         command += ["--ros-args", "-r", f"__ns:={namespace}"]
         if params_file is not None:
             command += ["--params-file", str(params_file)]
@@ -123,7 +129,7 @@ class NodeProcess:
             return
         lines = [line.strip() for line in self.log().splitlines() if line.strip()]
         errors = [line for line in lines if "[FATAL]" in line or "[ERROR]" in line] or lines or ["(no output)"]
-        raise ChildProcessError(f"depth_node exited with code {code}: {errors[-1]} (log: {self.log_path})")
+        raise ChildProcessError(f"{self.executable} exited with code {code}: {errors[-1]} (log: {self.log_path})")
 
     def stop(self, timeout: float = 10.0) -> int:
         """Ctrl-C (SIGINT) the node, wait up to ``timeout`` s, then kill it; always reaps it. Returns its exit code."""

@@ -51,8 +51,9 @@ def test_bad_frames_are_rejected_and_counted(adapter, drive):
     assert adapter.offer(np.zeros_like(rgb), camera, drive[3][2], drive[3][3]) \
         == "rejected: dark or texture-less image"
     assert adapter.offer(rgb, camera, drive[4][2], drive[4][3]) == "rejected: image frozen while moving"
-    assert adapter.offer(drive[5][0], camera, drive[5][2], drive[5][3] - 10.0) == "rejected: stamp not increasing"
+    assert adapter.offer(drive[5][0], camera, drive[0][2], stamp - 0.5) == "rejected: stamp not increasing"
     assert sum(count for outcome, count in adapter.counts.items() if outcome.startswith("rejected")) == 5
+    assert adapter.offer(drive[5][0], camera, drive[5][2], stamp - 10.0) == "keyframe"  # a looped bag: start afresh
 
 
 def test_a_moving_camera_gives_samples_updates_and_a_guarded_publish(adapter, drive):
@@ -84,6 +85,16 @@ def test_a_diverged_model_is_rolled_back_to_the_published_weights(adapter, drive
     restored = adapter.candidate_state()
     assert all(torch.equal(restored[k], v) for k, v in adapter.start_state.items())
     assert adapter.update() is not None  # training goes on from the restored weights
+
+
+def test_a_non_finite_loss_rolls_the_training_weights_back(adapter, drive):
+    for frame in drive:
+        adapter.offer(*frame)
+    with torch.no_grad():
+        for p in adapter._trainable:
+            p.fill_(float("nan"))
+    assert adapter.update() is None and adapter.counts["rolled back"] == 1
+    assert all(torch.equal(adapter.candidate_state()[k], v) for k, v in adapter.start_state.items())
 
 
 def test_reset_publishes_the_starting_weights(adapter):

@@ -54,6 +54,7 @@ from depth_ros.ros.runner import run_node
 from depth_ros.ros.throttle import ThrottledLog
 
 ODOM_HISTORY = 10.0  # s of odometry kept for interpolation
+TIME_JUMP = 1.0  # s; odometry going back further than this restarts the history (a looped bag), less is rejected
 PENDING_IMAGES = 30  # images waiting for odometry after their stamp
 REFERENCE_FRAMES = 4  # frames with reference depth kept for the live AbsRel of the published model
 
@@ -218,8 +219,13 @@ class AdaptationNode(Node):
         stamp = stamp_ns(msg.header) * 1e-9
         with self._lock:
             if self._odom and stamp <= self._odom[-1][0]:
-                self._reject("odom", f"stamp {stamp:.6f} s is not after the previous {self._odom[-1][0]:.6f} s")
-                return
+                if self._odom[-1][0] - stamp <= TIME_JUMP:
+                    self._reject("odom", f"stamp {stamp:.6f} s is not after the previous {self._odom[-1][0]:.6f} s")
+                    return
+                self._log.warning("time jump", f"odometry time went back {self._odom[-1][0] - stamp:.1f} s (a looped "
+                                               "bag or a restarted clock): history cleared")
+                self._odom.clear()
+                self._pending.clear()
             self._odom.append((stamp, pose))
             while self._odom[-1][0] - self._odom[0][0] > ODOM_HISTORY:
                 self._odom.popleft()
