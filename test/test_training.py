@@ -430,3 +430,42 @@ def test_evaluate_cli_scores_a_packnet_checkpoint_as_the_estimator_predicts(kitc
         expected = evaluate_depth(estimator.infer(frame.rgb, fx=frame.camera.fx), frame.depth, min_depth=0.001,
                                   max_depth=10.0)
         assert float(row["abs_rel"]) == pytest.approx(expected["abs_rel"], rel=1e-6)
+
+
+def test_resume_never_unpickles_planted_code(kitchen, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(kitchen, out, optim={"epochs": 1}, run={"validate_at_start": False}))
+    (state,) = engine.state_dirs(out)
+    marker = tmp_path / "pwned"
+
+    class Planted:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    import pickle
+
+    (state / "random_states_0.pkl").write_bytes(pickle.dumps(Planted()))  # accelerate loads it weights_only
+    train(tiny_config(kitchen, out, optim={"epochs": 2}, run={"validate_at_start": False}), resume=True)
+    assert not marker.exists()
+    state = engine.state_dirs(out)[-1]
+    (state / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Planted()))  # accelerate would unpickle it freely
+    with pytest.raises(engine.StateError, match="step_0000006: not a usable training state"):
+        train(tiny_config(kitchen, out, optim={"epochs": 3}, run={"validate_at_start": False}), resume=True)
+    assert not marker.exists()
+    (state / engine.PROGRESS).write_text("{not json")
+    with pytest.raises(engine.StateError, match="progress.json: JSONDecodeError"):
+        train(tiny_config(kitchen, out, optim={"epochs": 2}), resume=True)
+
+
+def test_a_truncated_bag_is_one_line_from_the_trainers_and_evaluate(shared_data, tmp_path, capsys):
+    source = shared_data / "7scenes_redkitchen_20f_bag" / "7scenes_redkitchen_20f.mcap"
+    bag = tmp_path / "cut.mcap"
+    bag.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    config = tmp_path / "cut.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(bag, tmp_path / "run")))
+    for objective, name in (("silog", "train_supervised"), ("photometric", "train_self_supervised")):
+        assert trainer_main(["--config", str(config)], objective, name) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{name}: error: {bag}: cannot open bag"), lines
+    assert evaluate.main(["--checkpoint", "none.pth", "--data", str(bag), "--out", str(tmp_path / "ev")]) == 1
+    assert capsys.readouterr().err.strip().startswith(f"evaluate: error: {bag}: cannot open bag")
