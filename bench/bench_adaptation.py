@@ -58,6 +58,7 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
     from depth_ros.data.rosbag import BagReader
@@ -77,7 +78,9 @@ def main() -> int:
     node.create_subscription(Image, f"{NAMESPACE}/depth", lambda msg: None, 2)  # depth_node computes for us
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: diagnostics.update(
         {s.name: {kv.key: kv.value for kv in s.values} for s in msg.status}), 10)
-    spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     bag = BagReader(args.bag)
     player = BagPlayer(bag, node, start_offset=args.start_offset, duration=args.duration, loop=True,
@@ -122,6 +125,8 @@ def main() -> int:
         player.stop()
         playing.join(timeout=10)
         codes = [p.stop() for p in (depth_node, adaptation) if p is not None]
+        executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=2.0)
         node.destroy_node()
         rclpy.try_shutdown()
         bag.close()
