@@ -92,6 +92,16 @@ class Peer:
         self.context.try_shutdown()
 
 
+def _assert_start_weights(path, start) -> None:
+    import torch
+
+    from depth_ros.checkpoints import load_checkpoint
+
+    published, _ = load_checkpoint(path)
+    expected, _ = load_checkpoint(start)
+    assert all(torch.equal(published[k], v) for k, v in expected.items())
+
+
 def _count(values: dict[str, str], key: str) -> int:
     return int(values.get(key, "0"))
 
@@ -106,6 +116,7 @@ def adaptation(tmp_path_factory):
               "check_every": 2, "max_updates_per_second": 20.0, "diagnostics_period": 0.5, "max_speed": 1.0,
               "trainable": "full", "lr": 50.0}
     node = NodeProcess(params, folder / "adaptation_node.log", NAMESPACE, executable="adaptation_node")
+    node.start_checkpoint = start
     peer = Peer()
     deadline = time.monotonic() + 60
     while peer.image_pub.get_subscription_count() == 0 or peer.odom_pub.get_subscription_count() == 0:
@@ -151,4 +162,20 @@ class TestAdaptationNode:
             peer.send(rgb, camera, pose)
         values = peer.latest(lambda v: _count(v, "rollbacks") >= 1, "a rollback", node, timeout=120)
         assert _count(values, "samples") >= 5 and _count(values, "updates") >= 2
-        assert _count(values, "published") == 0 and not (output_dir / "latest.pth").exists()
+        assert _count(values, "published") == 0
+        if (output_dir / "latest.pth").exists():  # only the reset test writes it: the starting weights
+            _assert_start_weights(output_dir / "latest.pth", node.start_checkpoint)
+
+    def test_reset_service_publishes_the_starting_weights(self, adaptation):
+        from std_srvs.srv import Trigger
+
+        node, peer, output_dir = adaptation
+        client = peer.node.create_client(Trigger, f"{NAMESPACE}/adaptation_node/reset")
+        assert client.wait_for_service(timeout_sec=10.0)
+        future = client.call_async(Trigger.Request())
+        deadline = time.monotonic() + 30
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert future.result().success and "reset to the starting checkpoint" in future.result().message
+        _assert_start_weights(output_dir / "latest.pth", node.start_checkpoint)
+        assert _count(peer.latest(lambda v: _count(v, "resets") == 1, "the reset", node), "published") == 0

@@ -57,6 +57,7 @@ ODOM_HISTORY = 10.0  # s of odometry kept for interpolation
 TIME_JUMP = 1.0  # s; odometry going back further than this restarts the history (a looped bag), less is rejected
 PENDING_IMAGES = 30  # images waiting for odometry after their stamp
 REFERENCE_FRAMES = 4  # frames with reference depth kept for the live AbsRel of the published model
+REFERENCE_MIN_DEPTH = 0.1  # m; reference depth below it is not scored (depth_node's default min_depth)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ class AdaptationNode(Node):
         self.adapter = OnlineAdapter(config.checkpoint, config.output_dir, config.adaptation(),
                                      input_size=config.input_size or None, device=config.device)
         self._log = ThrottledLog(self.get_logger())
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the message buffers below
+        self._training = threading.Lock()  # the adapter's weights: updates, checks, resets
         self._odom: deque[tuple[float, np.ndarray]] = deque()
         self._pending: deque[_PendingImage] = deque()
         self._camera: PinholeCamera | None = None
@@ -306,18 +308,25 @@ class AdaptationNode(Node):
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
-                if self.adapter.ready() and self.adapter.update() is not None:
-                    self._update_times.append(time.monotonic())
-                    if self.adapter.check() == "published":
-                        self._hand_over()
+                with self._training:  # one update or reset at a time
+                    if self.adapter.ready() and self.adapter.update() is not None:
+                        self._update_times.append(time.monotonic())
+                        if self.adapter.check() == "published":
+                            self._hand_over()
             except Exception as error:  # a bug in one update must not silently end the adaptation
                 self._log.error(f"training {type(error).__name__}", f"update failed: {type(error).__name__}: "
                                                                     f"{error}")
             self._stopping.wait(max(0.0, period - (time.monotonic() - started)))
 
     def _hand_over(self) -> None:
-        """Score the published weights on the reference frames; tell depth_node to load them."""
+        """Tell depth_node to load the published weights; then score them on the kept reference frames."""
         path = self.adapter.output_dir / "latest.pth"
+        if self._param_client is not None:
+            future = self._param_client.set_parameters([Parameter("checkpoint", value=str(path.resolve()))])
+            future.add_done_callback(self._handed_over)
+        score = self.adapter.published_score
+        self.get_logger().info(f"published {path}" + (
+            f" (held-out loss {score.loss:.4f}, scale ratio {score.scale:.3f})" if score is not None else ""))
         with self._lock:
             references = list(self._references)
         if references:
@@ -326,15 +335,11 @@ class AdaptationNode(Node):
             scores = []
             for rgb, reference, fx in references:
                 try:
-                    scores.append(evaluate_depth(estimator.infer(rgb, fx=fx), reference)["abs_rel"])
+                    scores.append(evaluate_depth(estimator.infer(rgb, fx=fx), reference, min_depth=REFERENCE_MIN_DEPTH,
+                                                 max_depth=self.adapter.metadata.max_depth)["abs_rel"])
                 except ValueError:  # no valid reference pixel
                     continue
             self.live_abs_rel = float(np.mean(scores)) if scores else None
-        if self._param_client is not None:
-            future = self._param_client.set_parameters([Parameter("checkpoint", value=str(path.resolve()))])
-            future.add_done_callback(self._handed_over)
-        self.get_logger().info(f"published {path} (held-out loss {self.adapter.published_score.loss:.4f}, scale "
-                               f"ratio {self.adapter.published_score.scale:.3f})")
 
     def _handed_over(self, future) -> None:
         try:
@@ -348,8 +353,9 @@ class AdaptationNode(Node):
             self._log.warning("hand-over", f"depth_node refused the new weights: {result.reason}")
 
     def _on_reset(self, _request, response):
-        path = self.adapter.reset()
-        self._hand_over()
+        with self._training:
+            path = self.adapter.reset()
+            self._hand_over()
         response.success, response.message = True, f"reset to the starting checkpoint, published as {path}"
         return response
 
