@@ -177,6 +177,7 @@ class OnlineAdapter:
         self._chain: deque[_Keyframe] = deque(maxlen=3)
         self.replay: list[dict[str, torch.Tensor]] = []
         self.holdout: deque[dict[str, torch.Tensor]] = deque(maxlen=config.holdout_size)
+        self._newest: dict[str, torch.Tensor] | None = None  # the latest sample, in every update's batch
         self._rng = np.random.default_rng(0)
         self.counts = Counter()
         self.samples_seen = 0

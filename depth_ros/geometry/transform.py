@@ -279,24 +279,6 @@ class PoseTrajectory:
         return attached
 
     @classmethod
-    def from_messages(cls, messages, **kwargs) -> PoseTrajectory:
-        """A trajectory from stamped pose messages (Odometry, PoseStamped, TransformStamped, ...; see
-        :func:`pose_msg_to_matrix`), stamps from their headers; frame names from the first message where it has
-        them. ``kwargs`` go to the constructor.
-
-        Raises:
-            ValueError: no message, or a message without a pose.
-        """
-        messages = list(messages)
-        if not messages:
-            raise ValueError("no pose messages")
-        stamps = [msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 for msg in messages]
-        first = messages[0]
-        kwargs.setdefault("parent", first.header.frame_id or "world")
-        kwargs.setdefault("child", getattr(first, "child_frame_id", "") or "frame")
-        return cls(stamps, [pose_msg_to_matrix(m) for m in messages], **kwargs)
-
-    @classmethod
     def from_tum_file(cls, path, **kwargs) -> PoseTrajectory:
         """A trajectory from a TUM file (``groundtruth.txt``: camera optical frame to world; ``#`` comments).
 
