@@ -7,7 +7,8 @@ One place for everything that turns a file, a short model id or a Hugging Face r
 * checkpoints written by depth_ros training, of any architecture of :data:`depth_ros.models.ARCHITECTURES` (Depth
   Anything V2 in the official layout, PackNet): the state dict plus :class:`CheckpointMetadata`, as ``.safetensors``
   (metadata in the header) or ``.pth`` (metadata under the extra key ``_depth_ros_metadata``);
-* short model ids (``da2-metric-indoor-small`` ...) fetched with huggingface_hub into its cache on first use.
+* short model ids (``da2-metric-indoor-small`` ...) fetched with huggingface_hub into its cache on first use;
+* the model shipped inside the package, :data:`BUNDLED_MODELS` (``depth-ros-tiny-indoor``), which needs no network.
 
 Files are always read with ``torch.load(weights_only=True)`` or safetensors: no pickled objects are executed.
 """
@@ -135,24 +136,42 @@ def _official_models() -> dict[str, OfficialModel]:
 OFFICIAL_MODELS = _official_models()
 _BY_FILENAME = {m.filename: m for m in OFFICIAL_MODELS.values()}
 
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+BUNDLED_MODEL = "depth-ros-tiny-indoor"
+# Model id -> file installed with the package (wheel and colcon); its model card is the .md file beside it.
+BUNDLED_MODELS = {BUNDLED_MODEL: WEIGHTS_DIR / f"{BUNDLED_MODEL}.safetensors"}
+DEFAULT_MODEL = "da2-metric-indoor-small"  # the official model the tools use when none is given
+
+
+def model_ids() -> list[str]:
+    """Every short model id :func:`resolve` knows: the official ones, then the bundled ones."""
+    return [*OFFICIAL_MODELS, *BUNDLED_MODELS]
+
 
 def resolve(path_or_id: str | os.PathLike) -> tuple[Path, CheckpointMetadata | None]:
-    """Local path of a checkpoint given as a file path or an official model id, downloading it when needed.
+    """Local path of a checkpoint given as a file path, an official model id (downloaded when needed) or a bundled
+    model id.
 
     Returns:
-        The file path and the metadata known for it from the official table (None for other files).
+        The file path and the metadata known for it from the official table (None for other files: bundled files
+        carry their own).
 
     Raises:
-        CheckpointError: unknown id or path, or an official file that is neither cached nor downloadable (the
-            message says which file to fetch and where to put it).
+        CheckpointError: unknown id or path, an official file that is neither cached nor downloadable (the message
+            says which file to fetch and where to put it), or a bundled file missing from this installation.
     """
     text = str(path_or_id)
     if text in OFFICIAL_MODELS:
         official = OFFICIAL_MODELS[text]
         return _download(text, official), official.metadata
+    if text in BUNDLED_MODELS:
+        if not BUNDLED_MODELS[text].is_file():
+            raise CheckpointError(f"model {text!r}: {BUNDLED_MODELS[text]} is missing from this installation "
+                                  "(reinstall depth_ros)")
+        return BUNDLED_MODELS[text], None
     path = Path(text).expanduser()
     if not path.exists():
-        known = ", ".join(OFFICIAL_MODELS)
+        known = ", ".join(model_ids())
         raise CheckpointError(f"{path}: no such checkpoint file (or give a model id: {known})")
     official = _BY_FILENAME.get(path.name)
     return path, official.metadata if official else None
@@ -362,7 +381,7 @@ def is_transformers_source(path_or_id: str | os.PathLike) -> bool:
     path = Path(text).expanduser()
     if path.is_dir():
         return (path / "config.json").is_file()
-    return not path.exists() and text not in OFFICIAL_MODELS and re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None
+    return not path.exists() and text not in model_ids() and re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None
 
 
 def build_transformers_model(path_or_id: str | os.PathLike) -> tuple[TransformersDepthModel, CheckpointMetadata]:

@@ -114,7 +114,8 @@ class DepthEstimator:
 
         Args:
             path_or_id: ``.pth`` / ``.safetensors`` file, an id of :data:`depth_ros.checkpoints.OFFICIAL_MODELS`
-                (downloaded with huggingface_hub on first use), or a transformers model folder / hub id.
+                (downloaded with huggingface_hub on first use) or of :data:`~depth_ros.checkpoints.BUNDLED_MODELS`
+                (shipped in the package), or a transformers model folder / hub id.
             encoder: override of the encoder stored in / inferred from the checkpoint.
             max_depth: override of the metric head's range in metres.
             device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.

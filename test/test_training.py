@@ -306,6 +306,20 @@ def test_shipped_7scenes_config_is_valid_and_splits_frames_0_69_and_70_99(shared
     assert Path(cfg.data.path).name == "7scenes_redkitchen" and cfg.data.depth_scale == 1000
 
 
+def test_overrides_change_values_and_are_validated_like_the_file():
+    path = REPO / "config" / "train_packnet_tiny_7scenes_scaled.yaml"
+    scaled = training_config.load_config(path)
+    true_scale = training_config.load_config(path, ["data.depth_scale=1000", "run.output_dir=../runs/x",
+                                                    "data.augmentation.hflip=false"])
+    assert scaled.data.depth_scale == pytest.approx(1000 / 1.3) and true_scale.data.depth_scale == 1000
+    assert true_scale.run.output_dir == "../runs/x" and not true_scale.data.augmentation.hflip
+    assert true_scale.model == scaled.model and true_scale.data.split == scaled.data.split
+    for bad, message in (("data.depth_scale", "section.key=value"), ("data.depth_scale=-1", "depth_scale"),
+                         ("data.nope=1", "unknown key 'nope'"), ("data.path.x=1", "path is not a section")):
+        with pytest.raises(training_config.ConfigError, match=message):
+            training_config.load_config(path, [bad])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Self-supervised objective
 

@@ -17,10 +17,12 @@ DESCRIPTIONS = {
 
 
 def main(argv: list[str] | None, objective: str, name: str) -> int:
-    """Parse ``--config``, ``--resume``, ``--stop-after-steps``, train, print the summary; errors exit 1 with one
+    """Parse ``--config``, ``--set``, ``--resume``, ``--stop-after-steps``, train, print the summary; errors exit 1 with one
     line (:func:`depth_ros.tools.cli.run_cli`)."""
     parser = argparse.ArgumentParser(prog=name, description=DESCRIPTIONS[objective])
     parser.add_argument("--config", required=True, help="training YAML (see config/)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (YAML), e.g. --set data.depth_scale=769.23; repeatable")
     parser.add_argument("--resume", action="store_true", help="continue from the newest saved state")
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="save the state and stop after this many optimiser steps (resume later)")
@@ -29,7 +31,7 @@ def main(argv: list[str] | None, objective: str, name: str) -> int:
     def run() -> int:
         logging.getLogger().setLevel(logging.INFO)
         logging.getLogger("accelerate").setLevel(logging.WARNING)
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.set)
         try:
             summary = train(cfg, objective, resume=args.resume, stop_after_steps=args.stop_after_steps,
                             show_progress=True)

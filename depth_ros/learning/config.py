@@ -307,12 +307,18 @@ def _from_dict(cls, values, where: str):
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read and validate a training YAML file.
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read and validate a training YAML file, with ``overrides`` applied first.
+
+    Args:
+        path: the YAML file.
+        overrides: ``section.key=value`` strings (value parsed as YAML, e.g. ``data.depth_scale=769.23`` or
+            ``run.output_dir=../runs/other``), applied in order.
 
     Raises:
         FileNotFoundError: no such file.
-        ConfigError: not YAML, an unknown or missing key, or a bad value (the message names the key).
+        ConfigError: not YAML, an unknown or missing key, a malformed override, or a bad value (the message names
+            the key).
     """
     path = Path(path)
     if not path.is_file():
@@ -321,7 +327,26 @@ def load_config(path: str | Path) -> TrainConfig:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    for override in overrides:
+        _apply_override(values, override)
     return config_from_dict(values, str(path))
+
+
+def _apply_override(values: dict, override: str) -> None:
+    key, separator, text = override.partition("=")
+    names = key.strip().split(".")
+    if not separator or not all(names) or not isinstance(values, dict):
+        raise ConfigError(f"override {override!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {override!r}: the value is not valid YAML") from None
+    section = values
+    for name in names[:-1]:
+        section = section.setdefault(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"override {override!r}: {name} is not a section")
+    section[names[-1]] = value
 
 
 def config_from_dict(values: dict, where: str = "config") -> TrainConfig:

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from depth_ros.checkpoints import DEFAULT_MODEL
 from depth_ros.estimator import PRECISIONS
 from depth_ros.models import ENCODERS
 
@@ -120,7 +121,7 @@ class NodeConfig(ParameterTable):
 
     # --- model
     checkpoint: str = _param(
-        "da2-metric-indoor-small", "Metric checkpoint: .pth/.safetensors file or model id (depth_ros.checkpoints).")
+        DEFAULT_MODEL, "Metric checkpoint: .pth/.safetensors file or model id (depth_ros.checkpoints).")
     encoder: str = _param("", "ViT encoder (vits, vitb, vitl, vitg); empty: from the checkpoint metadata.")
     model_max_depth: float = _param(0.0, "Metric head's max depth in m; 0: from the checkpoint metadata.")
     device: str = _param("auto", "Torch device: auto (CUDA when available), cpu, cuda, cuda:N.")

@@ -8,6 +8,8 @@ CameraInfo, best effort like a camera driver, each frame stamped with the time i
   colour range, when the input has ground truth), ``input.png`` (the first frame played);
 - ``points.ply`` (the last ``points`` cloud, coloured, camera optical frame), ``occupancy.png`` (the last grid:
   black occupied, white free, grey unknown; x to the right, y up, as RViz shows it);
+- ``overview.png``: the last frame's input, depth (colour bar in metres), ground truth and error when known, and
+  the occupancy grid with metre axes, the camera's position and field of view;
 - ``metrics.json``: AbsRel, RMSE, delta1 (and the other depth_ros.metrics figures) of the received depth against
   the ground truth, end-to-end latency (receipt of ``depth`` minus publication of its image, in this process) and
   the node's own diagnostics;
@@ -24,7 +26,8 @@ set); the shipped Fast DDS profile lets the large best-effort images through (co
 
 Example::
 
-    make demo                                   # built-in input, official metric indoor Small model
+    make demo                                   # built-in input, official metric indoor Small model (offline:
+                                                # the bundled depth-ros-tiny-indoor)
     python -m depth_ros.tools.demo --bag ../shared/data/7scenes_redkitchen_20f_bag --checkpoint model.pth
 """
 
@@ -47,7 +50,7 @@ import numpy as np
 from depth_ros.ros.conversions import camera_info_msg, rgb_to_image_msg, stamp_ns
 from depth_ros.testing import NodeHarness
 from depth_ros.tools.cli import run_cli
-from depth_ros.visualize import colorize_depth, occupancy_image, save_image, save_ply
+from depth_ros.visualize import colorize_depth, occupancy_image, save_image, save_overview, save_ply
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +201,9 @@ def write_outputs(out_dir: Path, played: dict[int, DemoFrame], harness: NodeHarn
         TimeoutError: no depth image came back at all.
         ValueError: ground truth that is not an integer scaling of the depth (:func:`depth_ros.metrics.reference_at`).
     """
+    from depth_ros.geometry.occupancy import GridSpec
     from depth_ros.geometry.pointcloud import unpack_rgb
+    from depth_ros.geometry.transform import pose_matrix
     from depth_ros.metrics import evaluate_depth, mean_metrics, reference_at
     from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array
 
@@ -235,10 +240,17 @@ def write_outputs(out_dir: Path, played: dict[int, DemoFrame], harness: NodeHarn
         xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
         colors = unpack_rgb(cloud["rgb"]) if "rgb" in cloud.dtype.names else None
         save_ply(out_dir / "points.ply", xyz, colors)
+    grid = spec = None
     if "occupancy" in latest:
-        grid_msg = latest["occupancy"]
-        grid = np.asarray(grid_msg.data, dtype=np.int8).reshape(grid_msg.info.height, grid_msg.info.width)
+        info_msg = latest["occupancy"].info
+        grid = np.asarray(latest["occupancy"].data, dtype=np.int8).reshape(info_msg.height, info_msg.width)
+        spec = GridSpec(info_msg.resolution, info_msg.width, info_msg.height, info_msg.origin.position.x,
+                        info_msg.origin.position.y)
         save_image(out_dir / "occupancy.png", occupancy_image(grid))
+    last_frame = played[answered[-1][0]]
+    save_overview(out_dir / "overview.png", last_frame.rgb, depth, last_frame.camera, grid, spec,
+                  pose_matrix(config.camera_to_base), last_frame.ground_truth,
+                  title=f"{info['checkpoint']}: {info['input']}")
     metrics = {
         **info,
         "frames_published": len(played),
@@ -258,6 +270,27 @@ def _number(text: str) -> float | str:
         return text
 
 
+def default_checkpoint() -> str:
+    """The model the demo runs when none is given: the official default (Hugging Face cache, then hub), else the
+    bundled model, announced by one warning line (the demo must run on a fresh offline machine).
+
+    Only the demo falls back: depth_node and the other tools run the model they are given or stop with an error.
+    """
+    from depth_ros.checkpoints import BUNDLED_MODEL, DEFAULT_MODEL, OFFICIAL_MODELS, CheckpointError, resolve
+
+    try:
+        resolve(DEFAULT_MODEL)
+        return DEFAULT_MODEL
+    except CheckpointError:
+        official = OFFICIAL_MODELS[DEFAULT_MODEL]
+        log.warning("%s is not cached and cannot be downloaded: running the bundled %s instead, a small PackNet "
+                    "trained on one indoor scene (7-Scenes RedKitchen, non-commercial research use only; model card "
+                    "depth_ros/weights/%s.md); for the official weights run `hf download %s %s` on a connected "
+                    "machine, or pass --checkpoint", DEFAULT_MODEL, BUNDLED_MODEL, BUNDLED_MODEL, official.repo_id,
+                    official.filename)
+        return BUNDLED_MODEL
+
+
 def run_demo(args: argparse.Namespace) -> dict:
     """Run the demo described by the parsed command line; returns the metrics written to metrics.json.
 
@@ -275,7 +308,10 @@ def run_demo(args: argparse.Namespace) -> dict:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before rclpy starts here or in the node
     os.environ.setdefault("ROS_DOMAIN_ID", DEFAULT_DOMAIN_ID)
     use_shipped_fastdds_profile()
-    resolve(args.checkpoint)  # a missing / unfetchable checkpoint ends the demo here, with one line
+    if args.checkpoint is None:
+        args.checkpoint = default_checkpoint()
+    else:
+        resolve(args.checkpoint)  # a missing / unfetchable checkpoint ends the demo here, with one line
     node_params = {"checkpoint": args.checkpoint, "input_size": args.input_size, "device": args.device,
                    "precision": args.precision, "colored": True, "use_tf": False}
     config = NodeConfig.from_values({"checkpoint": args.checkpoint, "input_size": args.input_size,
@@ -317,8 +353,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         metrics = write_outputs(args.out, played, harness, config, info)
     accuracy = metrics["accuracy"]
     latency = metrics["latency_ms"]["end_to_end"]
-    log.info("%d of %d frames answered; end-to-end latency median %.0f ms, p90 %.0f ms%s; outputs in %s",
-             metrics["frames_with_depth"], metrics["frames_published"], latency["median"], latency["p90"],
+    log.info("model %s: %d of %d frames answered; end-to-end latency median %.0f ms, p90 %.0f ms%s; outputs in %s",
+             args.checkpoint, metrics["frames_with_depth"], metrics["frames_published"], latency["median"], latency["p90"],
              "" if accuracy is None else
              f"; AbsRel {accuracy['abs_rel']:.3f}, RMSE {accuracy['rmse']:.3f} m, delta1 {accuracy['delta1']:.3f}",
              args.out)
@@ -328,8 +364,8 @@ def run_demo(args: argparse.Namespace) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bag", type=Path, help="play this bag's images + CameraInfo instead of the built-in input")
-    parser.add_argument("--checkpoint", default="da2-metric-indoor-small",
-                        help="metric checkpoint file or model id (default: %(default)s)")
+    parser.add_argument("--checkpoint", help="metric checkpoint file or model id (default: the official "
+                        "da2-metric-indoor-small, or the bundled depth-ros-tiny-indoor when that cannot be fetched)")
     parser.add_argument("--input-size", type=int, default=0,
                         help="network short side in px, multiple of 14 (default 0: the checkpoint's training size)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from depth_ros.checkpoints import DEFAULT_MODEL
 from depth_ros.ros.conversions import decode_image_bytes
 from depth_ros.ros.params import NodeConfig
 from depth_ros.tools.cli import run_cli
@@ -33,7 +34,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders of images")
-    parser.add_argument("--checkpoint", default="da2-metric-indoor-small",
+    parser.add_argument("--checkpoint", default=DEFAULT_MODEL,
                         help="checkpoint file, official model id or transformers model (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("depth_out"), help="output folder (default: %(default)s)")
     parser.add_argument("--input-size", type=int,
