@@ -185,6 +185,7 @@ class OnlineAdapter:
         self._updates_at_check = 0
         self.start_score: Score | None = None
         self.published_score: Score | None = None
+        self.replaced_score: Score | None = None  # at the last publish: the replaced weights, same held-out samples
         self.last_loss = math.nan
 
     # -- frames ----------------------------------------------------------------------------------------------------
@@ -353,6 +354,7 @@ class OnlineAdapter:
                         candidate.loss, start.loss)
         elif candidate.loss < published.loss and \
                 abs(math.log(candidate.scale)) <= abs(math.log(published.scale)) + self.config.scale_tolerance:
+            self.replaced_score = published
             self.published_state, self.published_score = candidate_state, candidate
             self._published_values = [v.clone() for v in self._ema]
             self.publish(candidate_state)

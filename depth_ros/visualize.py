@@ -126,7 +126,7 @@ def save_overview(path: str | os.PathLike, rgb: np.ndarray, depth: np.ndarray, c
     figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    for ax, panel in zip(axes.flat, panels):
+    for ax, panel in zip(axes.flat, panels, strict=False):  # spare axes are hidden above
         if panel == "input":
             ax.imshow(rgb)
             ax.set_title("input")

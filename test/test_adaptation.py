@@ -67,6 +67,7 @@ def test_a_moving_camera_gives_samples_updates_and_a_guarded_publish(adapter, dr
     score = adapter.score(adapter.published_state)
     assert math.isfinite(score.loss) and 0.5 <= score.scale <= 2.0
     if outcome == "published":
+        assert adapter.published_score.loss < adapter.replaced_score.loss  # better on the same held-out samples
         state, metadata = load_checkpoint(adapter.output_dir / LATEST)
         assert metadata == adapter.metadata and all(torch.equal(state[k], v) for k, v in
                                                     adapter.published_state.items())

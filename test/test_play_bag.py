@@ -145,6 +145,30 @@ def test_topics_select_and_remap_renames(bag, peer):
     assert all(not peer.received[topic] for topic in TYPES), "a topic that was not selected was played"
 
 
+def test_rewrite_replaces_what_is_published(bag, peer):
+    from nav_msgs.msg import Odometry
+    from rclpy.serialization import deserialize_message
+
+    expected = _recorded(bag, [ODOM], 0.3)[ODOM]
+    seen = []
+
+    def scaled(topic, elapsed, data):  # odometry 10x too far, as a message object
+        seen.append((topic, elapsed))
+        msg = deserialize_message(data, Odometry)
+        msg.pose.pose.position.x *= 10.0
+        return msg
+
+    peer.player(bag, rate=2.0, duration=0.3, topics=[ODOM], rewrite=scaled).play()
+    peer.wait_until(lambda: len(peer.received[ODOM]) >= len(expected), "the rewritten odometry")
+    played = [deserialize_message(data, Odometry) for _, data in peer.received[ODOM]]
+    recorded = [deserialize_message(data, Odometry) for _, data, _ in expected]
+    assert [m.pose.pose.position.x for m in played] == pytest.approx([10 * m.pose.pose.position.x for m in recorded])
+    assert [m.header.stamp for m in played] == [m.header.stamp for m in recorded]
+    assert [topic for topic, _ in seen] == [ODOM] * len(expected)
+    elapsed = [t for _, t in seen]
+    assert elapsed == sorted(elapsed) and 0 <= elapsed[0] < elapsed[-1] < 5.0
+
+
 def test_clock_follows_the_bag_time(bag, peer):
     from rclpy.serialization import deserialize_message
     from rosgraph_msgs.msg import Clock

@@ -17,8 +17,8 @@ DESCRIPTIONS = {
 
 
 def main(argv: list[str] | None, objective: str, name: str) -> int:
-    """Parse ``--config``, ``--set``, ``--resume``, ``--stop-after-steps``, train, print the summary; errors exit 1 with one
-    line (:func:`depth_ros.tools.cli.run_cli`)."""
+    """Parse ``--config``, ``--set``, ``--resume``, ``--stop-after-steps``, train, print the summary; errors exit 1
+    with one line (:func:`depth_ros.tools.cli.run_cli`)."""
     parser = argparse.ArgumentParser(prog=name, description=DESCRIPTIONS[objective])
     parser.add_argument("--config", required=True, help="training YAML (see config/)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

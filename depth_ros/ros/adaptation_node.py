@@ -324,9 +324,10 @@ class AdaptationNode(Node):
         if self._param_client is not None:
             future = self._param_client.set_parameters([Parameter("checkpoint", value=str(path.resolve()))])
             future.add_done_callback(self._handed_over)
-        score = self.adapter.published_score
+        score, replaced = self.adapter.published_score, self.adapter.replaced_score
         self.get_logger().info(f"published {path}" + (
-            f" (held-out loss {score.loss:.4f}, scale ratio {score.scale:.3f})" if score is not None else ""))
+            f" (held-out loss {score.loss:.4f} < {replaced.loss:.4f} of the replaced weights, scale ratio "
+            f"{score.scale:.3f}, was {replaced.scale:.3f})" if score is not None and replaced is not None else ""))
         with self._lock:
             references = list(self._references)
         if references:

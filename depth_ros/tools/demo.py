@@ -354,7 +354,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     accuracy = metrics["accuracy"]
     latency = metrics["latency_ms"]["end_to_end"]
     log.info("model %s: %d of %d frames answered; end-to-end latency median %.0f ms, p90 %.0f ms%s; outputs in %s",
-             args.checkpoint, metrics["frames_with_depth"], metrics["frames_published"], latency["median"], latency["p90"],
+             args.checkpoint, metrics["frames_with_depth"], metrics["frames_published"], latency["median"],
+             latency["p90"],
              "" if accuracy is None else
              f"; AbsRel {accuracy['abs_rel']:.3f}, RMSE {accuracy['rmse']:.3f} m, delta1 {accuracy['delta1']:.3f}",
              args.out)

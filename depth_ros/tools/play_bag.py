@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +139,8 @@ class BagPlayer:
         remap: {bag topic: published topic}.
         clock: publish rosgraph_msgs/Clock on ``/clock`` from the log times (a warning and no clock when
             rosgraph_msgs is not importable).
+        rewrite: ``rewrite(bag topic, s of wall time since play() started, CDR bytes)`` returns what is published
+            instead: CDR bytes or a message of the topic's type (for fault injection and tests; None: as recorded).
 
     Attributes:
         publishers: bag topic -> rclpy publisher, for the topics played.
@@ -151,14 +153,15 @@ class BagPlayer:
 
     def __init__(self, bag: BagReader, node, *, rate: float = 1.0, start_offset: float = 0.0,
                  duration: float | None = None, loop: bool = False, topics: Iterable[str] | None = None,
-                 remap: Mapping[str, str] | None = None, clock: bool = False):
+                 remap: Mapping[str, str] | None = None, clock: bool = False,
+                 rewrite: Callable[[str, float, bytes], object] | None = None):
         if not rate > 0:
             raise ValueError(f"rate must be > 0, got {rate}")
         if not start_offset >= 0:
             raise ValueError(f"start offset must be >= 0 s, got {start_offset}")
         if duration is not None and not duration > 0:
             raise ValueError(f"duration must be > 0 s, got {duration}")
-        self.bag, self.node, self.rate, self.loop = bag, node, rate, loop
+        self.bag, self.node, self.rate, self.loop, self.rewrite = bag, node, rate, loop, rewrite
         self.remap = dict(remap or {})
         self.start_ns = bag.reader.start_time + round(start_offset * 1e9)
         self.stop_ns = None if duration is None else self.start_ns + round(duration * 1e9)
@@ -278,6 +281,8 @@ class BagPlayer:
                         break
                     if self._clock is not None:
                         self._publish_clock(max(time_ns, self.start_ns))
+                    if self.rewrite is not None:
+                        data = self.rewrite(connection.topic, time.monotonic() - started, data)
                     self.publishers[connection.topic].publish(data)
                     counts[self.remap.get(connection.topic, connection.topic)] += 1
                 if not self.loop or sum(counts.values()) == published:  # an empty window is not looped
