@@ -8,6 +8,12 @@ depth_node's processed rate without and with adaptation (ratio), adaptation upda
 hand-overs, rollbacks and rejections from /diagnostics, and the memory (RSS) of both node processes sampled every
 10 s (first and last sample, peak). The last published ``latest.pth`` is then what ``training/evaluate.py`` scores.
 
+With ``--faults``, three faults are injected into the played stream during the adaptation phase, at 20 %, 40 % and
+60 % of it (:data:`FAULTS`): odometry positions and velocities scaled by 10 for 5 s, 10 s of identical images (a
+frozen driver: the first image of the fault repeated with fresh stamps) and 2 s of black images. The result lists,
+per fault, the adaptation_node counters that changed between just before the fault and 20 s after it, and every
+publish of the run with its held-out loss against the weights it replaced (from the node's log).
+
     python bench/bench_adaptation.py --checkpoint ../runs/scaled_1.3/best.pth --minutes 10 --out ../runs/adapt
 """
 
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -30,6 +37,84 @@ TOPICS = {"/camera/color/image_raw/compressed": f"{NAMESPACE}/image/compressed",
           "/camera/color/camera_info": f"{NAMESPACE}/camera_info", "/odom": f"{NAMESPACE}/odom"}
 # base_link -> camera_optical_frame of the bag's /tf_static (tf2_msgs has no pip wheel, so it is given here)
 CAMERA_TO_BASE = [0.10, 0.0, 0.50, -1.5707963267948966, 0.0, -1.5707963267948966]
+
+
+# name -> (start as a fraction of the adaptation phase, seconds)
+FAULTS = {"odometry x10": (0.2, 5.0), "identical frames": (0.4, 10.0), "black frames": (0.6, 2.0)}
+FAULT_REPORT_AFTER = 20.0  # s after a fault's end when its counters are read
+PUBLISHED = re.compile(r"published .* \(held-out loss ([0-9.]+) < ([0-9.]+) of the replaced weights, scale ratio "
+                       r"([0-9.]+), was ([0-9.]+)\)")
+
+
+class FaultInjector:
+    """A ``BagPlayer`` rewrite hook that injects :data:`FAULTS` once ``arm(start)`` gave the adaptation phase.
+
+    Args:
+        phase_seconds: length of the adaptation phase in s.
+        image_topic, odom_topic: bag topics (CompressedImage, Odometry).
+    """
+
+    def __init__(self, phase_seconds: float, image_topic: str, odom_topic: str):
+        self.windows = {name: (fraction * phase_seconds, fraction * phase_seconds + length)
+                        for name, (fraction, length) in FAULTS.items()}
+        self.image_topic, self.odom_topic = image_topic, odom_topic
+        self.start: float | None = None  # play time (s since play() started) of the adaptation phase
+        self._frozen: bytes | None = None
+        self._black: dict[str, bytes] = {}
+
+    def arm(self, play_time: float) -> None:
+        self.start = play_time
+
+    def active(self, play_time: float) -> str | None:
+        if self.start is None:
+            return None
+        t = play_time - self.start
+        return next((name for name, (begin, end) in self.windows.items() if begin <= t < end), None)
+
+    def __call__(self, topic: str, play_time: float, data: bytes):
+        from nav_msgs.msg import Odometry
+        from rclpy.serialization import deserialize_message
+        from sensor_msgs.msg import CompressedImage
+
+        fault = self.active(play_time)
+        if fault != "identical frames":
+            self._frozen = None
+        if fault == "odometry x10" and topic == self.odom_topic:
+            msg = deserialize_message(data, Odometry)
+            for vector in (msg.pose.pose.position, msg.twist.twist.linear):
+                vector.x, vector.y, vector.z = 10 * vector.x, 10 * vector.y, 10 * vector.z
+            return msg
+        if fault in ("identical frames", "black frames") and topic == self.image_topic:
+            msg = deserialize_message(data, CompressedImage)
+            if fault == "identical frames":
+                self._frozen = self._frozen or bytes(msg.data)
+                msg.data = self._frozen
+            else:
+                msg.data = self._black_jpeg(bytes(msg.data))
+            return msg
+        return data
+
+    def _black_jpeg(self, jpeg: bytes) -> bytes:
+        import cv2
+        import numpy as np
+
+        shape = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape
+        if shape not in self._black:
+            self._black[shape] = cv2.imencode(".jpg", np.zeros(shape, np.uint8))[1].tobytes()
+        return self._black[shape]
+
+
+def _counter_changes(before: dict[str, str], after: dict[str, str]) -> dict[str, float]:
+    """Numeric diagnostics values that changed: key -> after - before."""
+    changes = {}
+    for key, value in after.items():
+        try:
+            delta = float(value) - float(before.get(key, 0))
+        except ValueError:
+            continue
+        if delta and not any(word in key for word in ("loss", "ratio", "per second", "AbsRel")):
+            changes[key] = delta
+    return changes
 
 
 def _rss_mb(pid: int) -> float:
@@ -51,6 +136,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO.parent / "runs" / "bench_adaptation")
     parser.add_argument("--adaptation-param", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra adaptation_node parameter")
+    parser.add_argument("--faults", action="store_true", help="inject the faults of FAULTS during adaptation")
     args = parser.parse_args()
 
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before rclpy starts, here or in the nodes
@@ -83,8 +169,10 @@ def main() -> int:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     bag = BagReader(args.bag)
+    image_topic, odom_topic = list(TOPICS)[0], list(TOPICS)[2]
+    faults = FaultInjector(args.minutes * 60, image_topic, odom_topic) if args.faults else None
     player = BagPlayer(bag, node, start_offset=args.start_offset, duration=args.duration, loop=True,
-                       topics=list(TOPICS), remap=TOPICS)
+                       topics=list(TOPICS), remap=TOPICS, rewrite=faults)
     playing = threading.Thread(target=player.play, daemon=True)
     adaptation = None
     memory: list[dict[str, float]] = []
@@ -93,10 +181,24 @@ def main() -> int:
         status = next((v for k, v in diagnostics.items() if "depth pipeline" in k), {})
         return float(status.get("processed rate (Hz)", "nan"))
 
+    fault_reports: dict[str, dict] = {}
+
+    def adaptation_values() -> dict[str, str]:
+        return dict(next((v for k, v in diagnostics.items() if "online adaptation" in k), {}))
+
+    def watch_faults(phase_start: float) -> None:
+        for name, (begin, end) in faults.windows.items():
+            time.sleep(max(0.0, phase_start + begin - 1.0 - time.monotonic()))
+            before = adaptation_values()
+            time.sleep(max(0.0, phase_start + end + FAULT_REPORT_AFTER - time.monotonic()))
+            fault_reports[name] = {"start_s": begin, "end_s": end,
+                                   "changes": _counter_changes(before, adaptation_values())}
+            print(json.dumps({"fault": name} | fault_reports[name]), flush=True)
+
     def sample(phase: str, seconds: float, rates: list[float]) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            time.sleep(10.0)
+            time.sleep(min(10.0, max(0.0, end - time.monotonic())))
             depth_node.check_running()
             row = {"t": round(time.monotonic() - started, 1), "phase": phase,
                    "depth_node_mb": _rss_mb(depth_node.process.pid)}
@@ -119,6 +221,10 @@ def main() -> int:
             name, value = item.split(":=", 1)
             params[name] = yaml.safe_load(value)
         adaptation = NodeProcess(params, args.out / "adaptation_node.log", NAMESPACE, executable="adaptation_node")
+        if faults is not None:
+            phase_start = time.monotonic()
+            faults.arm(phase_start - started)
+            threading.Thread(target=watch_faults, args=(phase_start,), daemon=True).start()
         together: list[float] = []
         sample("with adaptation", args.minutes * 60, together)
     finally:
@@ -139,7 +245,10 @@ def main() -> int:
     result = {
         "depth_rate_alone_hz": mean(alone[1:]), "depth_rate_with_adaptation_hz": mean(together[1:]),
         "rate_ratio": mean(together[1:]) / mean(alone[1:]) if mean(alone[1:]) else float("nan"),
-        "adaptation": adapt, "memory": memory, "exit_codes": codes,
+        "adaptation": adapt, "memory": memory, "exit_codes": codes, "faults": fault_reports,
+        "publishes": [dict(zip(("held_out_loss", "replaced_loss", "scale_ratio", "replaced_scale_ratio"),
+                               map(float, match.groups()), strict=True))
+                      for match in PUBLISHED.finditer((args.out / "adaptation_node.log").read_text())],
         "memory_mb": {name: {"first": rows[0], "last": rows[-1], "peak": max(rows)} for name in
                       ("depth_node_mb", "adaptation_node_mb")
                       if (rows := [m[name] for m in memory if name in m])},

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from depth_ros import checkpoints
 from depth_ros.tools.demo import motorcycle_frame
 
 BAG = "7scenes_redkitchen_20f_bag"
@@ -35,10 +36,10 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def _check_outputs(out: Path, checkpoint: Path, result: subprocess.CompletedProcess) -> dict:
+def _check_outputs(out: Path, checkpoint: Path | str, result: subprocess.CompletedProcess) -> dict:
     assert result.returncode == 0, result.stderr
     for name in ("input.png", "frame_0000_depth.png", "frame_0000_ground_truth.png", "points.ply", "occupancy.png",
-                 "metrics.json", "node.log"):
+                 "overview.png", "metrics.json", "node.log"):
         assert (out / name).is_file(), name
     assert not _processes_mentioning(str(checkpoint)), "the depth_node process outlived the demo"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -92,6 +93,34 @@ def test_demo_on_a_bag(shared_data, checkpoint, tmp_path):
                    "--out", str(out))
     metrics = _check_outputs(out, checkpoint, result)
     assert metrics["frames_published"] == 4 and metrics["accuracy"]["n_frames"] == metrics["frames_with_depth"]
+
+
+def test_offline_fresh_machine_runs_the_bundled_model_and_says_so(tmp_path):
+    """`make demo` on a fresh machine without network: no Hugging Face cache, hub offline -> the bundled model, one
+    warning line naming it and how to get the official weights; every output written, overview figure included."""
+    out = tmp_path / "demo_output"
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    command = [sys.executable, "-m", "depth_ros.tools.demo", "--device", "cpu", "--frames", "2", "--rate", "5",
+               "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    metrics = _check_outputs(out, checkpoints.BUNDLED_MODEL, result)  # the node is given the model id
+    assert metrics["checkpoint"] == "depth-ros-tiny-indoor"
+    warnings = [line for line in result.stderr.splitlines() if "running the bundled depth-ros-tiny-indoor" in line]
+    assert len(warnings) == 1 and "hf download depth-anything/Depth-Anything-V2-Metric-Hypersim-Small" in warnings[0]
+    assert "model depth-ros-tiny-indoor:" in result.stderr  # the summary names the model that ran
+    overview = cv2.imread(str(out / "overview.png"))
+    assert overview is not None and overview.shape[0] > 500 and overview.shape[1] > 1000
+
+
+def test_an_unavailable_model_id_given_explicitly_is_not_replaced(tmp_path):
+    out = tmp_path / "demo_output"
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "depth_ros.tools.demo", "--checkpoint", "da2-metric-indoor-small",
+                             "--out", str(out)], capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert result.returncode == 1 and "bundled" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("demo: error: model 'da2-metric-indoor-small' is not")
+    assert not out.exists()
 
 
 def test_missing_checkpoint_is_one_line_before_anything_starts(tmp_path):
