@@ -308,6 +308,13 @@ def test_shipped_7scenes_config_is_valid_and_splits_frames_0_69_and_70_99(shared
     assert Path(cfg.data.path).name == "7scenes_redkitchen" and cfg.data.depth_scale == 1000
 
 
+def test_shipped_distillation_config_names_a_teacher_and_the_packnet_student():
+    cfg = training_config.load_config(REPO / "config" / "distill_packnet_tiny_7scenes.yaml")
+    assert cfg.teacher == training_config.TeacherConfig("../runs/odom_supervised/best.pth", "replace")
+    assert (cfg.model.architecture, cfg.model.encoder) == ("packnet", "tiny")
+    assert cfg.data.split.indices(np.arange(600) * 0.1) == (list(range(450)), list(range(450, 600)))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Self-supervised objective
 
