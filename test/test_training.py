@@ -2,6 +2,7 @@
 that DepthEstimator and evaluate.py read. Tiny runs: ViT-S at 42 px on a few 7-Scenes frames."""
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -23,6 +24,7 @@ from depth_ros.learning import config as training_config
 from depth_ros.learning import engine, objectives, trainable
 from depth_ros.learning.cli import main as trainer_main
 from depth_ros.models import DepthAnythingV2
+from depth_ros.testing import random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -320,6 +322,13 @@ def test_overrides_change_values_and_are_validated_like_the_file():
             training_config.load_config(path, [bad])
 
 
+def test_shipped_distillation_config_names_a_teacher_and_the_packnet_student():
+    cfg = training_config.load_config(REPO / "config" / "distill_packnet_tiny_7scenes.yaml")
+    assert cfg.teacher == training_config.TeacherConfig("../runs/odom_supervised/best.pth", "replace")
+    assert (cfg.model.architecture, cfg.model.encoder) == ("packnet", "tiny")
+    assert cfg.data.split.indices(np.arange(600) * 0.1) == (list(range(450)), list(range(450, 600)))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Self-supervised objective
 
@@ -483,3 +492,120 @@ def test_a_truncated_bag_is_one_line_from_the_trainers_and_evaluate(shared_data,
         assert len(lines) == 1 and lines[0].startswith(f"{name}: error: {bag}: cannot open bag"), lines
     assert evaluate.main(["--checkpoint", "none.pth", "--data", str(bag), "--out", str(tmp_path / "ev")]) == 1
     assert capsys.readouterr().err.strip().startswith(f"evaluate: error: {bag}: cannot open bag")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Distillation (teacher depth as labels)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    """A random metric ViT-S teacher at 42 px; its training focal (60 px) makes focal correction scale by ~0.85."""
+    return random_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pth", input_size=42, max_depth=6.0,
+                             train_focal_px=60.0)
+
+
+def teacher_config(data_path: Path, out: Path, checkpoint: Path, **teacher_values) -> dict:
+    """:func:`tiny_config` for one epoch (3 steps), with a CPU teacher replacing the sensor's depth."""
+    config = tiny_config(data_path, out, optim={"epochs": 1})
+    config["teacher"] = {"checkpoint": str(checkpoint), "mode": "replace", "device": "cpu"} | teacher_values
+    return config
+
+
+def test_distillation_replace_trains_on_the_teachers_depth_of_the_unaugmented_frames(kitchen, teacher, tmp_path):
+    cfg = training_config.config_from_dict(teacher_config(kitchen, tmp_path / "run", teacher))
+    source = open_rgbd(kitchen)
+    train_indices, _ = cfg.data.split.indices(source.stamps)
+    dataset = objectives.SupervisedObjective(cfg, source, train_indices).dataset
+    estimator = DepthEstimator.from_checkpoint(teacher, device="cpu")
+    for i, index in enumerate(train_indices):
+        frame = source[index]
+        expected = estimator.infer(frame.rgb, fx=frame.camera.fx)
+        labelled = dataset.source[index]
+        assert labelled.depth.dtype == np.float32 and np.array_equal(labelled.rgb, frame.rgb)
+        np.testing.assert_allclose(labelled.depth, expected, rtol=1e-3)  # cached as float16
+        # ... and it is cropped and flipped with the image as sensor depth would be
+        sample = dataset[i]
+        reference = dataset.transform(dataclasses.replace(frame, depth=expected),
+                                      np.random.default_rng([cfg.run.seed, 0, i]))
+        torch.testing.assert_close(sample["image"], reference["image"])
+        torch.testing.assert_close(sample["depth"], reference["depth"], rtol=1e-3, atol=0)
+        assert torch.isfinite(sample["depth"]).all()  # dense, where the sensor's has holes
+
+    summary = engine.train(cfg)  # the maps are cached in this run's folder already
+    assert summary["finished"] and summary["step"] == 3 and (tmp_path / "run" / "best.pth").is_file()
+    assert {"baseline_gt_median", "before", "best"} <= set(summary)  # validation on the sensor's depth
+    assert summary["teacher"] | {"seconds": 0} == {
+        "checkpoint": str(teacher), "mode": "replace", "architecture": "depth_anything_v2", "encoder": "vits",
+        "max_depth": 6.0, "input_size": 42, "precision": "fp32", "computed_frames": 0, "cached_frames": 6,
+        "cache": summary["teacher"]["cache"], "seconds": 0}
+    assert len(list(Path(summary["teacher"]["cache"]).glob("*.npy"))) == 6
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["teacher"] == {"checkpoint": str(teacher), "mode": "replace", "input_size": None, "device": "cpu",
+                                "precision": "fp32"}
+
+
+def test_distillation_fill_keeps_valid_sensor_pixels_and_each_teacher_has_its_own_cache(kitchen, tmp_path,
+                                                                                        monkeypatch):
+    from depth_ros.learning import distill
+    from depth_ros.metrics import valid_depth_mask
+
+    def teacher_weights(seed: int) -> Path:
+        return random_checkpoint(tmp_path / "teacher.pth", input_size=42, max_depth=6.0, train_focal_px=60.0,
+                                 seed=seed)
+
+    cfg = training_config.config_from_dict(teacher_config(kitchen, tmp_path / "run", teacher_weights(0),
+                                                          mode="fill"))
+    source = open_rgbd(kitchen)
+    labels, summary = distill.teacher_labels(cfg, source, [0, 1])
+    assert summary["computed_frames"] == 2 and summary["mode"] == "fill"
+    for index in (0, 1):
+        sensor = source[index].depth
+        valid = valid_depth_mask(sensor, cfg.data.min_depth, cfg.max_depth)
+        assert valid.any() and (~valid).any()
+        depth = labels[index].depth
+        np.testing.assert_array_equal(depth[valid], sensor[valid])
+        np.testing.assert_array_equal(depth[~valid], labels.teacher_depth(index)[~valid])
+        assert np.isfinite(depth).all()
+    np.testing.assert_array_equal(labels[70].depth, source[70].depth)  # not a training frame: the sensor's
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("cached teacher depth must not be recomputed")
+
+    monkeypatch.setattr(DepthEstimator, "infer", no_inference)
+    again, summary = distill.teacher_labels(cfg, source, [0, 1])
+    assert again.folder == labels.folder and summary["cached_frames"] == 2 and summary["computed_frames"] == 0
+    monkeypatch.undo()
+    teacher_weights(seed=1)  # retrained at the same path: its maps are new
+    other_labels, summary = distill.teacher_labels(cfg, source, [0])
+    assert other_labels.folder != labels.folder and summary["computed_frames"] == 1
+    assert not np.allclose(other_labels.teacher_depth(0), labels.teacher_depth(0))
+
+
+def test_a_bad_teacher_is_one_line_before_training_starts(kitchen, tmp_path, capsys):
+    missing = tmp_path / "missing.pth"
+    config = tmp_path / "distill.yaml"
+    config.write_text(yaml.safe_dump(teacher_config(kitchen, tmp_path / "run", missing)))
+    assert trainer_main(["--config", str(config)], "silog", "train_supervised") == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"train_supervised: error: teacher.checkpoint: {missing}: no such checkpoint file"), lines
+    assert not (tmp_path / "run" / "states").exists() and not (tmp_path / "run" / "log.csv").exists()
+
+    relative = random_checkpoint(tmp_path / "relative.pth", input_size=42, head="relative")
+    with pytest.raises(training_config.ConfigError, match="relative.pth is a relative-depth model; distillation"):
+        train(teacher_config(kitchen, tmp_path / "relative", relative))
+    for values, message in [({"mode": "blend"}, "teacher.mode: 'blend' is not one of replace, fill"),
+                            ({"precision": "fp8"}, "teacher.precision: 'fp8' is not one of fp32, fp16, bf16"),
+                            ({"chekpoint": "x"}, "config.teacher: unknown key 'chekpoint'")]:
+        with pytest.raises(training_config.ConfigError, match=message):
+            training_config.config_from_dict(teacher_config(kitchen, tmp_path, missing, **values))
+    no_depth = teacher_config(kitchen, tmp_path, missing, mode="fill")
+    no_depth["data"]["depth_topic"] = None
+    with pytest.raises(training_config.ConfigError, match="teacher.mode: fill mixes sensor and teacher depth"):
+        training_config.config_from_dict(no_depth)
+    no_depth["teacher"]["mode"] = "replace"  # images without depth distil fine
+    assert training_config.config_from_dict(no_depth).teacher.mode == "replace"
+    with pytest.raises(ValueError, match="teacher: pseudo-labels are for the supervised trainer"):
+        engine.train(training_config.config_from_dict(teacher_config(kitchen, tmp_path / "ss", missing) | {
+            "self_supervised": {"poses": {"kind": "tum", "topic": None}}}), objective="photometric")

@@ -1,8 +1,9 @@
 """Training configuration: one YAML schema for both objectives, read into frozen dataclasses and validated once.
 
 Sections: ``model`` (network and its initialisation), ``data`` (dataset, split, sample preparation), ``optim``
-(optimiser, schedule, which parameters train), ``run`` (outputs, precision, cadence) and, for the self-supervised
-objective, ``self_supervised`` (pose source, source-frame selection, loss terms). Every numeric value is checked
+(optimiser, schedule, which parameters train), ``run`` (outputs, precision, cadence), for the self-supervised
+objective ``self_supervised`` (pose source, source-frame selection, loss terms) and, for distillation with the
+supervised objective, ``teacher`` (the model whose depth becomes the labels). Every numeric value is checked
 against its range here, so a bad value stops the run before it starts with a message naming the key.
 """
 
@@ -20,6 +21,7 @@ import yaml
 from depth_ros.data import FORMATS, Split
 from depth_ros.data.augment import Augmentation
 from depth_ros.data.poses import PoseSource
+from depth_ros.estimator import PRECISIONS
 from depth_ros.metrics import CROPS
 from depth_ros.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture
 
@@ -229,18 +231,64 @@ class SelfSupervisedConfig:
                    self.sparse_depth_points)
 
 
+TEACHER_MODES = ("replace", "fill")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Distillation: depth labels from a teacher model instead of (or besides) the sensor's
+    (:mod:`depth_ros.learning.distill`; supervised objective only).
+
+    The teacher runs once per training frame on the un-augmented image through
+    :meth:`depth_ros.estimator.DepthEstimator.infer` (metres at the image's resolution, focal-corrected with the
+    frame's camera); its depth is cached under ``<run.output_dir>/teacher_depth/`` and then cropped, flipped and
+    resized with the image exactly as sensor depth is. Validation keeps the sensor's depth.
+
+    Attributes:
+        checkpoint: anything :meth:`~depth_ros.estimator.DepthEstimator.from_checkpoint` loads (a ``.pth`` /
+            ``.safetensors`` file, an official model id such as ``da2-metric-indoor-large``, a transformers folder or
+            hub id); it must be a metric model.
+        mode: ``replace`` (teacher depth only; the sensor's is not needed, ``data.depth_topic`` may be null) or
+            ``fill`` (sensor depth where it is valid, inside ``[data.min_depth, max_depth]``, the teacher's
+            elsewhere).
+        input_size: the teacher's network short side in px (None: its checkpoint's training size).
+        device: where the teacher runs (``cpu``, ``cuda``, ``cuda:N``); None: the training process's device.
+        precision: ``fp32``, ``fp16`` or ``bf16`` (autocast) for the teacher.
+    """
+
+    checkpoint: str
+    mode: str = "replace"
+    input_size: int | None = None
+    device: str | None = None
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.mode not in TEACHER_MODES:
+            raise ConfigError(f"teacher.mode: {self.mode!r} is not one of {', '.join(TEACHER_MODES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"teacher.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.input_size is not None:
+            _check(self.input_size > 0, "teacher.input_size", "a positive multiple of the teacher's stride",
+                   self.input_size)
+        _check(bool(self.checkpoint.strip()), "teacher.checkpoint", "a checkpoint file or model id", self.checkpoint)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training run: sections ``model``, ``data``, ``optim``, ``run`` and (self-supervised runs)
-    ``self_supervised`` of the YAML file."""
+    """A training run: sections ``model``, ``data``, ``optim``, ``run``, (self-supervised runs)
+    ``self_supervised`` and (distillation) ``teacher`` of the YAML file."""
 
     data: DataConfig
     run: RunConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     self_supervised: SelfSupervisedConfig | None = None
+    teacher: TeacherConfig | None = None
 
     def __post_init__(self):
+        if self.teacher is not None and self.teacher.mode == "fill" and self.data.depth_topic is None:
+            raise ConfigError("teacher.mode: fill mixes sensor and teacher depth but data.depth_topic is null (use "
+                              "mode replace for images without depth)")
         multiple = ARCHITECTURES[self.model.architecture].preprocessing.multiple
         if self.data.input_size % multiple:
             raise ConfigError(f"data.input_size must be a positive multiple of {multiple} for "

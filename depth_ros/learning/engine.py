@@ -10,7 +10,8 @@ plus ``progress.json``; written to ``*.tmp`` and renamed, the newest ``keep_stat
 exactly from the newest and loads every file with ``weights_only=True``: no pickled object is ever executed),
 ``best.pth`` (best validation AbsRel, official layout + :class:`CheckpointMetadata`, loadable by ``DepthEstimator``,
 ``depth_node`` and either trainer), ``log.csv``, ``tensorboard/``, ``curves.png``, ``summary.json`` (baseline,
-before, best, final validation metrics), ``config.yaml`` (the configuration used).
+before, best, final validation metrics; the teacher of a distillation run), ``config.yaml`` (the configuration
+used), ``teacher_depth/`` (distillation: the teacher's cached depth maps, :mod:`depth_ros.learning.distill`).
 
 A non-finite loss or gradient is logged with its batch's frames and the step is skipped; ``run.max_bad_steps`` in a
 row stop the run (:class:`NonFiniteLossError`).
@@ -305,6 +306,8 @@ class TrainingRun:
                             total_steps=self.total_steps, checkpoint=str((self.out / BEST).resolve()))
         if hasattr(self.objective, "selection"):
             self.summary["dropped_targets"] = dict(self.objective.selection.dropped)
+        if getattr(self.objective, "teacher", None) is not None:
+            self.summary["teacher"] = self.objective.teacher
         self.labelled = self.source[self.val_indices[0]].depth is not None  # validation metrics possible
         if not self.labelled:
             log.warning("the validation frames have no depth: no metrics; best.pth holds the latest weights")
@@ -475,6 +478,7 @@ def train(cfg: TrainConfig, objective: str = "silog", resume: bool = False, stop
         FileExistsError: saved states present but ``resume`` not set.
         FileNotFoundError: ``resume`` set but there is no saved state.
         StateError: the newest saved state cannot be resumed.
+        CheckpointError / ConfigError: the ``teacher`` (distillation) cannot be loaded or is not a metric model.
         NonFiniteLossError: ``run.max_bad_steps`` non-finite losses in a row.
         ValueError: unusable data (no sample, no depth for the supervised objective, ...).
     """

@@ -1,7 +1,8 @@
 """Training objectives: what a batch is and what its loss is. The engine (:mod:`depth_ros.learning.engine`) runs
 either one with the same loop, states, logs and validation.
 
-* ``silog`` (:class:`SupervisedObjective`): metric depth labels, SiLog on valid pixels (Depth Anything V2 recipe).
+* ``silog`` (:class:`SupervisedObjective`): metric depth labels, SiLog on valid pixels (Depth Anything V2 recipe);
+  the labels may come from a teacher model (distillation, :mod:`depth_ros.learning.distill`).
 * ``photometric`` (:class:`PhotometricObjective`): no labels; images plus metric camera poses, view synthesis with
   the per-pixel minimum reprojection loss, auto-mask and smoothness (Monodepth2 / PackNet-SfM), optionally with a
   SiLog term on whatever depth the frames carry (sparse or dense).
@@ -19,6 +20,7 @@ from depth_ros.data.frames import RGBDSequence
 from depth_ros.data.posed import PosedFrames, select_samples
 from depth_ros.geometry.transform import PoseLookupError
 from depth_ros.learning.config import SelfSupervisedConfig, TrainConfig
+from depth_ros.learning.distill import teacher_labels
 from depth_ros.losses import self_supervised_loss, silog_loss
 from depth_ros.metrics import valid_depth_mask
 from depth_ros.models import depth_scales
@@ -36,19 +38,35 @@ def _network_input(batch: dict[str, torch.Tensor], channels_last: bool) -> torch
 class SupervisedObjective:
     """SiLog against metric depth labels on random square crops (:class:`~depth_ros.data.augment.TrainTransform`).
 
+    The labels are the sensor's depth or, with a ``teacher`` section (distillation, :mod:`depth_ros.learning.distill`),
+    a teacher model's depth of the un-augmented training frames (``replace``) or the sensor's filled with it where
+    invalid (``fill``); either goes through the same crop and flip as the image. The teacher's depth is computed (or
+    read from its cache) here, before the first step.
+
     Batches: ``image`` (B, 3, S, S) normalised, ``depth`` (B, S, S) metres NaN invalid, ``frame`` (B,).
 
+    Attributes:
+        dataset: the training samples (:class:`~depth_ros.data.augment.TrainingFrames`).
+        teacher: the teacher's summary for ``summary.json`` (see :func:`~depth_ros.learning.distill.teacher_labels`),
+            None without a teacher.
+
     Raises:
-        ValueError: the dataset has no depth (``data.depth_topic`` null): use the photometric objective.
+        ValueError: the dataset has no depth (``data.depth_topic`` null) and no teacher replaces it: use the
+            photometric objective or a teacher.
+        CheckpointError / ConfigError: the teacher cannot be loaded or is not metric.
     """
 
     name = "silog"
 
     def __init__(self, cfg: TrainConfig, source: RGBDSequence, train_indices: list[int]):
-        if cfg.data.depth_topic is None:
+        if cfg.data.depth_topic is None and (cfg.teacher is None or cfg.teacher.mode != "replace"):
             raise ValueError("supervised training needs depth labels: data.depth_topic is null (train "
-                             "self-supervised instead: training/train_self_supervised.py)")
+                             "self-supervised instead: training/train_self_supervised.py, or distil a teacher: "
+                             "a 'teacher' section with mode replace)")
         self.cfg = cfg
+        self.teacher = None
+        if cfg.teacher is not None:
+            source, self.teacher = teacher_labels(cfg, source, train_indices)
         transform = TrainTransform(cfg.data.input_size, cfg.data.augmentation, cfg.preprocessing)
         self.dataset = TrainingFrames(source, train_indices, transform, seed=cfg.run.seed)
 
@@ -103,6 +121,9 @@ class PhotometricObjective:
 
     def __init__(self, cfg: TrainConfig, source: RGBDSequence, train_indices: list[int]):
         ss = cfg.self_supervised
+        if cfg.teacher is not None:
+            raise ValueError("teacher: pseudo-labels are for the supervised trainer (training/train_supervised.py); "
+                             "remove the teacher section for self-supervised training")
         if ss is None:
             raise ValueError("self-supervised training needs a 'self_supervised' section (pose source, source "
                              "frames): see config/self_supervised_7scenes.yaml")
