@@ -23,6 +23,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # The bundled checkpoint and its model card (weights/ is a data folder, not a module).
+    package_data={PACKAGE: ["weights/*.safetensors", "weights/*.md"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -49,6 +51,8 @@ setup(
         "hf": ["transformers"],
         "train": ["accelerate", "tensorboard", "h5py", "transformers", "peft"],
         "dev": ["pytest", "pytest-xdist", "ruff", "scikit-image", "transformers", "h5py"],
+        # A real `colcon build` of this package without a ROS 2 distro (test/test_packaging.py).
+        "colcon": ["colcon-core", "colcon-ros", "ros-ament-package"],
     },
     zip_safe=True,
     maintainer="depth_ros maintainers",
