@@ -49,6 +49,7 @@ setup(
         "hf": ["transformers"],
         "train": ["accelerate", "tensorboard", "h5py", "transformers", "peft"],
         "dev": ["pytest", "pytest-xdist", "ruff", "scikit-image", "transformers", "h5py"],
+        "backends": ["onnx", "onnxscript", "onnxruntime", "openvino"],
     },
     zip_safe=True,
     maintainer="depth_ros maintainers",
@@ -63,6 +64,7 @@ setup(
             "infer = depth_ros.tools.infer:main",
             "process_bag = depth_ros.tools.process_bag:main",
             "play_bag = depth_ros.tools.play_bag:main",
+            "depth_ros_export = depth_ros.tools.export:main",
         ],
     },
 )

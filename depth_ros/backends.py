@@ -145,8 +145,8 @@ def export_onnx(model: torch.nn.Module, metadata: CheckpointMetadata, path: str 
     proto = program.model_proto
     props = {
         METADATA_KEY: json.dumps(asdict(metadata)),
-        PREPROCESSING_KEY: json.dumps({
-            **asdict(preprocessing),
+        PREPROCESSING_KEY: json.dumps({  # the short side (input_size) is the metadata's
+            "multiple": preprocessing.multiple, "mean": preprocessing.mean, "std": preprocessing.std,
             "rule": "RGB / 255, resized (bicubic) keeping the aspect ratio so the short side reaches input_size, "
                     "both sides rounded to multiples of `multiple`; (x - mean) / std per channel; output upsampled "
                     "bilinearly (align_corners) to the image; metric output in metres"}),
