@@ -324,7 +324,8 @@ class OnnxRuntimeBackend(Backend):
 
 class OpenVinoBackend(Backend):
     """OpenVINO on the CPU: fp32 (``INFERENCE_PRECISION_HINT`` f32: OpenVINO would otherwise pick bf16 on AMX
-    CPUs), bf16 / fp16 where the CPU reports the capability; latency hint, torch thread count, static shape."""
+    CPUs), bf16 / fp16 where the CPU reports the capability; latency hint, torch thread count, static shape;
+    compiled models cached in ``cache_dir()/openvino``."""
 
     NAME, PRECISIONS, PACKAGE = "openvino", ("fp32", "bf16", "fp16"), "openvino"
     HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -333,6 +334,7 @@ class OpenVinoBackend(Backend):
         super().__init__(*args, **kwargs)
         self.ov = require("openvino", self.PACKAGE, "backend openvino")
         self.core = self.ov.Core()
+        self.core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})  # compiled models: fast restarts
         capabilities = self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         if self.precision != "fp32" and self.precision.upper() not in capabilities:
             raise BackendError(f"backend openvino: this CPU has no {self.precision} support "
