@@ -20,6 +20,8 @@ from depth_ros.ros.params import ConfigError, NodeConfig
 from depth_ros.testing import random_checkpoint
 from depth_ros.tools import export, infer
 
+pytestmark = pytest.mark.xdist_group("backends")  # one worker: the module's exports are made once
+
 PARITY = 1e-4  # fp32 runtimes against torch fp32: max relative difference of the upsampled depth
 ARCHITECTURES = {"vits": ("depth_anything_v2", "vits", 70), "packnet": ("packnet", "tiny", 64)}
 
