@@ -17,7 +17,7 @@ setup: $(STAMP)
 $(STAMP): setup.py setup.cfg constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[ros,train,dev,colcon]"
+	$(PIP) install -q -c constraints.txt -e ".[ros,train,dev,colcon,backends]"
 	touch $@
 
 lint: setup

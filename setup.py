@@ -53,6 +53,7 @@ setup(
         "dev": ["pytest", "pytest-xdist", "ruff", "scikit-image", "transformers", "h5py"],
         # A real `colcon build` of this package without a ROS 2 distro (test/test_packaging.py).
         "colcon": ["colcon-core", "colcon-ros", "ros-ament-package"],
+        "backends": ["onnx", "onnxscript", "onnxruntime", "openvino"],
     },
     zip_safe=True,
     maintainer="depth_ros maintainers",
@@ -67,6 +68,7 @@ setup(
             "infer = depth_ros.tools.infer:main",
             "process_bag = depth_ros.tools.process_bag:main",
             "play_bag = depth_ros.tools.play_bag:main",
+            "depth_ros_export = depth_ros.tools.export:main",
         ],
     },
 )

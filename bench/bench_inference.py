@@ -14,14 +14,21 @@ Part 3, depth_node's code path for a 640x480 Image with a tiny PackNet checkpoin
 (``bench_pipeline.benchmark_stages``: deserialise, decode, DepthPipeline preprocess / inference / postprocess /
 cloud / grid, serialise outputs): images/s = 1 / sum of the stage medians (target >= 15).
 
+Part 4, backends: the whole ``DepthEstimator.infer`` call (preprocessing to upsampled depth) for the 640x480 image
+at 518 px with the same ViT-S weights on every backend and precision that runs here (torch fp32 / bf16; ONNX Runtime
+fp32; OpenVINO fp32 / bf16 / fp16 where the CPU has them; TensorRT and ONNX Runtime CUDA with a GPU), as ratios
+against today's plain torch fp32 path, interleaved; plus each one's depth difference to it and its start-up time
+(export, compile, self-check; exports are cached, so the first run is the slow one).
+
 Weights are random: latency does not depend on them.
 
-    python bench/bench_inference.py [--runs 10] [--no-compile] [--threads N]
+    python bench/bench_inference.py [--runs 10] [--no-compile] [--threads N] [--backends-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import tempfile
@@ -31,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from depth_ros.backends import BACKEND_CLASSES, BackendError, relative_difference
 from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
 from depth_ros.estimator import DepthEstimator
 from depth_ros.models import DepthAnythingV2, create_model
@@ -117,11 +125,48 @@ def packnet_pipeline_rate(args) -> None:
     print("  " + ", ".join(f"{stage} {seconds * 1000:.1f}" for stage, seconds in stages.items()) + " (ms)")
 
 
+def backends_against_torch(model, metadata, rgb: np.ndarray, args) -> None:
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    variants = {"torch fp32 cpu (baseline)": {"precision": "fp32"}, "torch bf16 cpu": {"precision": "bf16"}}
+    for name, backend in BACKEND_CLASSES.items():
+        for device in [d for d in devices if d in backend.DEVICES] or backend.DEVICES[:1]:
+            for precision in backend.PRECISIONS:
+                variants[f"{name} {precision} {device}"] = {"backend": name, "precision": precision, "device": device}
+    estimators, startup, skipped = {}, {}, {}
+    for label, options in variants.items():
+        options = {"device": "cpu", **options}
+        start = time.perf_counter()
+        try:
+            network = model if options["device"] == "cpu" else copy.deepcopy(model)  # the estimator moves it
+            estimators[label] = DepthEstimator(network, metadata, **options)
+        except (BackendError, ValueError) as error:
+            skipped[label] = str(error)
+            continue
+        startup[label] = time.perf_counter() - start
+    baseline = next(iter(estimators))
+    reference = estimators[baseline].infer(rgb)
+    times = interleaved_ms({label: lambda e=e: e.infer(rgb) for label, e in estimators.items()}, args.runs,
+                           args.warmup)
+    median = {label: statistics.median(values) for label, values in times.items()}
+    size = estimators[baseline].network_size(480, 640)
+    print(f"\nbackends: whole DepthEstimator.infer, 640x480 rgb at 518 px ({size[0]}x{size[1]} network input), "
+          "interleaved runs:")
+    print(f"{'backend precision device':34s} {'median ms':>10s} {'speed-up':>9s} {'max rel diff':>13s} "
+          f"{'start-up s':>11s}")
+    for label, estimator in estimators.items():
+        difference = relative_difference(estimator.infer(rgb), reference)
+        print(f"{label:34s} {median[label]:10.1f} {median[baseline] / median[label]:8.2f}x {difference:13.1e} "
+              f"{startup[label]:11.1f}")
+    for label, reason in skipped.items():
+        print(f"{label:34s} not run: {reason}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (slow to build)")
+    parser.add_argument("--backends-only", action="store_true", help="run part 4 (backends) only")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch compute threads (default: torch's, one per core); 1 isolates compute from "
                              "other processes' load on a shared CPU")
@@ -139,9 +184,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {tuple(batch.shape)}, "
           f"median of {args.runs} runs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} "
           "CPUs")
-    vits_variants(model, metadata, batch, args)
-    packnet_against_vits(reference, rgb, args)
-    packnet_pipeline_rate(args)
+    if not args.backends_only:
+        vits_variants(model, metadata, batch, args)
+        packnet_against_vits(reference, rgb, args)
+        packnet_pipeline_rate(args)
+    backends_against_torch(model, metadata, rgb, args)
 
 
 if __name__ == "__main__":

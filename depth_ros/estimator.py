@@ -20,6 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from depth_ros.backends import (
+    BACKENDS,
+    TOLERANCES,
+    BackendError,
+    OnnxFiles,
+    check_image,
+    create_backend,
+    relative_difference,
+)
 from depth_ros.checkpoints import (
     CheckpointMetadata,
     build_model,
@@ -83,13 +92,25 @@ class DepthEstimator:
         preprocessing: the architecture's input size rule and normalisation (``metadata.preprocessing``).
         device: torch device the model runs on.
         input_size: short-side network input size in pixels (multiple of ``preprocessing.multiple``).
-        precision: ``fp32``, ``fp16`` or ``bf16`` (the latter two via autocast).
+        precision: ``fp32``, ``fp16`` or ``bf16`` (torch: the latter two via autocast; other backends: their own).
         focal_correction: whether ``fx`` rescales metric output.
+        backend: the :class:`depth_ros.backends.Backend` running the network, or None for torch (also after a
+            fallback).
+
+    Backends (:mod:`depth_ros.backends`): ``torch`` runs ``model`` itself; ``onnxruntime``, ``openvino`` and
+    ``tensorrt`` run an ONNX export of it and replace only the network call. Self-check: before a backend runs an
+    input shape for the first time (at construction: the shape of a 640x480 image), it runs the fixed
+    :func:`~depth_ros.backends.check_image` at that shape and torch fp32 does too; when the depth differs by more
+    than :data:`~depth_ros.backends.TOLERANCES` [precision] (max relative difference) it raises
+    :class:`~depth_ros.backends.BackendError`, or with ``backend_fallback`` logs the error and goes on with torch.
     """
+
+    CHECK_IMAGE_SIZE = (480, 640)  # (H, W) whose network shape the self-check runs at construction
 
     def __init__(self, model: torch.nn.Module, metadata: CheckpointMetadata, device: str = "auto",
                  precision: str = "fp32", input_size: int | None = None, focal_correction: bool = True,
-                 compile: bool = False):
+                 compile: bool = False, backend: str = "torch", backend_model: str | os.PathLike | None = None,
+                 backend_fallback: bool = False):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         self.preprocessing = metadata.preprocessing
@@ -104,12 +125,49 @@ class DepthEstimator:
         self._forward_module = torch.compile(self.model) if compile else self.model
         self._mean = torch.tensor(self.preprocessing.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.preprocessing.std, device=self.device).view(1, 3, 1, 1)
+        self.backend = None
+        self.backend_fallback = backend_fallback
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if backend != "torch":
+            self._start_backend(backend, backend_model)
+
+    def _start_backend(self, name: str, onnx_path: str | os.PathLike | None) -> None:
+        try:
+            self.backend = create_backend(name, OnnxFiles(self.model, self.metadata, onnx_path), self.precision,
+                                          self.device, self._self_check)
+            self.backend.prepare(self.network_size(*self.CHECK_IMAGE_SIZE))
+        except BackendError as error:
+            self._fall_back(error)
+
+    def _fall_back(self, error: BackendError) -> None:
+        """Raise ``error``, or with ``backend_fallback`` log it and continue on torch."""
+        if not self.backend_fallback:
+            raise error
+        self.backend = None
+        log.error("%s; falling back to torch (backend_fallback)", error)
+
+    @torch.inference_mode()
+    def _self_check(self, runner, shape: tuple[int, int]) -> None:
+        """BackendError when ``runner`` and torch fp32 disagree on the check image at network ``shape`` (h, w)."""
+        batch = self._normalise(check_image(*shape).astype(np.float32) * (1.0 / 255.0))
+        reference = self.model(batch).float()
+        difference = relative_difference(runner(batch), reference)
+        tolerance = TOLERANCES[self.precision]
+        name = f"backend {self.backend.NAME} {self.precision}"
+        if not difference <= tolerance:
+            raise BackendError(f"{name} self-check failed: depth differs from torch fp32 by up to "
+                               f"{difference:.3g} (relative) at {shape[0]}x{shape[1]}, tolerance {tolerance:g}; the "
+                               "model file or runtime is broken")
+        log.info("%s self-check passed at %dx%d: max relative difference to torch fp32 %.2g (tolerance %g)",
+                 name, *shape, difference, tolerance)
 
     @classmethod
     def from_checkpoint(cls, path_or_id: str | os.PathLike, encoder: str | None = None,
                         max_depth: float | None = None, device: str = "auto", precision: str = "fp32",
                         input_size: int | None = None, focal_correction: bool = True,
-                        compile: bool = False) -> DepthEstimator:
+                        compile: bool = False, backend: str = "torch", backend_model: str | os.PathLike | None = None,
+                        backend_fallback: bool = False) -> DepthEstimator:
         """Build an estimator from a checkpoint file, an official model id, or a transformers folder / hub id.
 
         Args:
@@ -124,18 +182,24 @@ class DepthEstimator:
                 ``preprocessing.multiple`` (14 Depth Anything V2, 32 PackNet); None: the size the checkpoint was
                 trained at (its metadata; 518 for the official models).
             focal_correction: rescale metric depth by the focal-length ratio when ``fx`` is given.
-            compile: wrap the model in ``torch.compile``.
+            compile: wrap the model in ``torch.compile`` (torch backend).
+            backend: ``torch``, ``onnxruntime``, ``openvino`` or ``tensorrt`` (see :mod:`depth_ros.backends`).
+            backend_model: ONNX file for a non-torch backend (``depth_ros_export`` of this checkpoint); None:
+                exported into the cache on first use.
+            backend_fallback: run torch instead of refusing when the backend cannot start or fails its self-check.
 
         Raises:
-            CheckpointError: the checkpoint cannot be found, read or matched to the model.
-            ValueError: bad device, precision or input size.
+            CheckpointError: the checkpoint (or ``backend_model``) cannot be found, read or matched to the model.
+            BackendError: the backend cannot run here or fails its self-check (without ``backend_fallback``).
+            ValueError: bad device, precision, input size or backend name.
         """
         if is_transformers_source(path_or_id):
             model, metadata = build_transformers_model(path_or_id)
         else:
             model, metadata = build_model(path_or_id, encoder=encoder, max_depth=max_depth)
         return cls(model, metadata, device=device, precision=precision, input_size=input_size,
-                   focal_correction=focal_correction, compile=compile)
+                   focal_correction=focal_correction, compile=compile, backend=backend, backend_model=backend_model,
+                   backend_fallback=backend_fallback)
 
     @property
     def is_metric(self) -> bool:
@@ -156,7 +220,10 @@ class DepthEstimator:
             shape = getattr(rgb, "shape", None)
             raise ValueError(f"expected an HxWx3 uint8 RGB array, got {type(rgb).__name__} "
                              f"{getattr(rgb, 'dtype', '')} {shape}")
-        resized = resize_to_network(rgb, self.input_size, self.preprocessing)
+        return self._normalise(resize_to_network(rgb, self.input_size, self.preprocessing))
+
+    def _normalise(self, resized: np.ndarray) -> torch.Tensor:
+        """hxwx3 float32 RGB in [0, 1] -> (1,3,h,w) normalised tensor on the device."""
         tensor = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).unsqueeze(0)
         return ((tensor - self._mean) / self._std).contiguous()
 
@@ -167,7 +234,16 @@ class DepthEstimator:
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Raw network output: (B,3,h,w) normalised input -> (B,h,w) float32 (metres or relative)."""
+        """Raw network output: (B,3,h,w) normalised input -> (B,h,w) float32 (metres or relative).
+
+        Raises:
+            BackendError: a new input shape fails the backend's self-check (without ``backend_fallback``).
+        """
+        if self.backend is not None:
+            try:
+                return self.backend(batch)
+            except BackendError as error:
+                self._fall_back(error)
         with self._autocast():
             out = self._forward_module(batch)
         return out.float()

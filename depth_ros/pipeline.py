@@ -131,13 +131,15 @@ class DepthPipeline:
 
         Raises:
             CheckpointError: the checkpoint cannot be loaded.
+            BackendError: the backend cannot start or fails its self-check (without ``backend_fallback``).
             ValueError: bad device/precision, or a relative checkpoint.
         """
         if estimator is None:
             estimator = DepthEstimator.from_checkpoint(
                 config.checkpoint, encoder=config.encoder or None, max_depth=config.model_max_depth or None,
                 device=config.device, precision=config.precision, input_size=config.input_size or None,
-                focal_correction=config.focal_correction, compile=config.torch_compile)
+                focal_correction=config.focal_correction, compile=config.torch_compile, backend=config.backend,
+                backend_model=config.backend_model or None, backend_fallback=config.backend_fallback)
         width, height = config.grid_shape
         spec = GridSpec(
             resolution=config.grid_resolution,

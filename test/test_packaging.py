@@ -81,7 +81,8 @@ def test_wheel_declares_the_console_scripts(wheel):
     text = wheel.read(entry_points).decode()
     for script in ("depth_node = depth_ros.ros.depth_node:main", "infer = depth_ros.tools.infer:main",
                    "adaptation_node = depth_ros.ros.adaptation_node:main", "play_bag = depth_ros.tools.play_bag:main",
-                   "process_bag = depth_ros.tools.process_bag:main"):
+                   "process_bag = depth_ros.tools.process_bag:main",
+                   "depth_ros_export = depth_ros.tools.export:main"):
         assert script in text
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from depth_ros.backends import BACKENDS
 from depth_ros.checkpoints import DEFAULT_MODEL
 from depth_ros.estimator import PRECISIONS
 from depth_ros.models import ENCODERS
@@ -133,6 +134,12 @@ class NodeConfig(ParameterTable):
         False, "Wrap the network in torch.compile (faster inference after a one-off compile at the first frame).")
     focal_correction: bool = _param(
         True, "Rescale metric depth by camera fx / training fx (needs CameraInfo and checkpoint focal).")
+    backend: str = _param(
+        "torch", f"Network runtime: {', '.join(BACKENDS)}; non-torch backends are checked against torch at start-up.")
+    backend_model: str = _param(
+        "", "ONNX file for a non-torch backend (depth_ros_export of the checkpoint); empty: exported to the cache.")
+    backend_fallback: bool = _param(
+        False, "Run torch when the backend cannot start or fails its self-check; false: refuse to start.")
     # --- input
     use_compressed: bool = _param(
         False, "Subscribe image/compressed (jpeg/png sensor_msgs/CompressedImage) instead of image.")
@@ -190,6 +197,7 @@ class NodeConfig(ParameterTable):
             (self.encoder in ("",) + ENCODERS, "encoder", f"must be empty or one of {', '.join(ENCODERS)}"),
             (self.model_max_depth >= 0, "model_max_depth", "must be >= 0 m (0: from the checkpoint)"),
             (self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}"),
+            (self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}"),
             (self.input_size >= 0, "input_size", "must be 0 (the checkpoint's) or a positive number of px"),
             (self.camera_info_tolerance >= 0, "camera_info_tolerance", "must be >= 0 s"),
             (self.max_image_pixels >= MIN_IMAGE_PIXELS, "max_image_pixels",

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from depth_ros.backends import BACKENDS
 from depth_ros.checkpoints import DEFAULT_MODEL
 from depth_ros.ros.conversions import decode_image_bytes
 from depth_ros.ros.params import NodeConfig
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "training size")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--backend", default="torch", choices=BACKENDS,
+                        help="network runtime (default: %(default)s); others are checked against torch first")
+    parser.add_argument("--backend-model", help="ONNX file from depth_ros_export (default: exported to the cache)")
     parser.add_argument("--fx", type=float, help="focal length x in pixels (image resolution)")
     parser.add_argument("--fy", type=float, help="focal length y in pixels (default: fx)")
     parser.add_argument("--cx", type=float, help="principal point x in pixels (default: image centre)")
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         images = list_images(args.inputs)
         estimator = DepthEstimator.from_checkpoint(
             args.checkpoint, device=args.device, precision=args.precision, input_size=args.input_size,
-            focal_correction=not args.no_focal_correction)
+            focal_correction=not args.no_focal_correction, backend=args.backend, backend_model=args.backend_model)
         args.out.mkdir(parents=True, exist_ok=True)
         failed = []
         for path in tqdm(images, desc="infer", unit="img"):
