@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 COLCON = Path(sys.executable).with_name("colcon")
-SCRIPTS = ("depth_node", "adaptation_node", "infer", "process_bag", "play_bag")
+SCRIPTS = ("depth_node", "adaptation_node", "infer", "process_bag", "play_bag", "depth_ros_export")
 # Written into every copied source tree: the weights globs are checked even before real weights are bundled.
 PROBES = ("weights/packaging-probe.safetensors", "weights/packaging-probe.md")
 
@@ -151,7 +151,7 @@ def test_colcon_build_installs_share_files_and_the_package_with_its_weights(colc
 def test_colcon_console_scripts_start(colcon_install, tmp_path):
     bindir = colcon_install / "depth_ros" / "lib" / "depth_ros"
     assert sorted(p.name for p in bindir.iterdir()) == sorted(SCRIPTS)
-    for script in ("infer", "process_bag", "play_bag"):
+    for script in ("infer", "process_bag", "play_bag", "depth_ros_export"):
         result = _sourced(colcon_install, str(bindir / script), "--help")
         assert result.returncode == 0 and result.stdout.startswith(f"usage: {script}"), result.stderr
     missing = tmp_path / "missing.pth"
