@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -210,3 +211,31 @@ def test_hub_errors_become_checkpoint_errors(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
     with pytest.raises(CheckpointError, match="could not be downloaded"):
         checkpoints.resolve("da2-relative-small")
+
+
+def test_bundled_model_ships_with_its_card_and_loads_by_id_without_network(tmp_path, monkeypatch):
+    _offline_hub(monkeypatch, tmp_path / "hub")
+    path, official = checkpoints.resolve("depth-ros-tiny-indoor")
+    assert official is None and path == checkpoints.WEIGHTS_DIR / "depth-ros-tiny-indoor.safetensors"
+    assert path.stat().st_size <= 16 * 2**20
+    card = (checkpoints.WEIGHTS_DIR / "depth-ros-tiny-indoor.md").read_text()
+    assert "non-commercial research use only" in card and "train_packnet_tiny_7scenes_odom.yaml" in card
+    assert "depth-ros-tiny-indoor" in checkpoints.model_ids()
+    estimator = DepthEstimator.from_checkpoint("depth-ros-tiny-indoor", device="cpu")
+    assert estimator.metadata == checkpoints.CheckpointMetadata("tiny", "metric", 5.0, 192, 234.0, "packnet")
+
+
+def test_bundled_model_is_metric_on_held_out_7scenes_frames(shared_data):
+    """Frames 450-599 of the odom sequence were held out of its training: a broken or swapped file fails here."""
+    from depth_ros.data import open_rgbd
+    from depth_ros.metrics import evaluate_depth
+
+    source = open_rgbd(shared_data / "7scenes_redkitchen_odom" / "tum", depth_scale=1000)
+    estimator = DepthEstimator.from_checkpoint("depth-ros-tiny-indoor", device="cpu")
+    scores = []
+    for index in (460, 520, 590):
+        frame = source[index]
+        scores.append(evaluate_depth(estimator.infer(frame.rgb, fx=frame.camera.fx), frame.depth, min_depth=0.1,
+                                     max_depth=5.0))
+    assert np.mean([s["abs_rel"] for s in scores]) < 0.2  # 0.120 over all 150 frames (model card)
+    assert 0.85 < np.median([s["median_ratio"] for s in scores]) < 1.15  # metric without scaling
