@@ -34,7 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 BAG = REPO.parent / "shared" / "data" / "7scenes_redkitchen_odom" / "bag"
 NAMESPACE = "/camera"
 TOPICS = {"/camera/color/image_raw/compressed": f"{NAMESPACE}/image/compressed",
-          "/camera/color/camera_info": f"{NAMESPACE}/camera_info", "/odom": f"{NAMESPACE}/odom"}
+          "/camera/color/camera_info": f"{NAMESPACE}/camera_info", "/odom": f"{NAMESPACE}/odom",
+          # the bag's depth, only for adaptation_node's live AbsRel of the published model (never trained on)
+          "/camera/depth/image_raw/compressedDepth": f"{NAMESPACE}/reference_depth/compressedDepth"}
 # base_link -> camera_optical_frame of the bag's /tf_static (tf2_msgs has no pip wheel, so it is given here)
 CAMERA_TO_BASE = [0.10, 0.0, 0.50, -1.5707963267948966, 0.0, -1.5707963267948966]
 
@@ -216,7 +218,8 @@ def main() -> int:
         alone: list[float] = []
         sample("depth_node alone", args.baseline, alone)
         params = {"checkpoint": checkpoint, "output_dir": str(args.out / "adapted"), "use_compressed": True,
-                  "depth_node_name": f"{NAMESPACE}/depth_node", "camera_to_base": CAMERA_TO_BASE}
+                  "depth_node_name": f"{NAMESPACE}/depth_node", "camera_to_base": CAMERA_TO_BASE,
+                  "use_reference_depth": True, "reference_transport": "compressedDepth"}
         for item in args.adaptation_param:
             name, value = item.split(":=", 1)
             params[name] = yaml.safe_load(value)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from depth_ros.ros.conversions import stamp_ns
+from depth_ros.ros.conversions import DEPTH_TRANSPORTS, depth_subscription, stamp_ns
 
 OUTPUTS = ("depth", "depth/camera_info", "points", "occupancy")  # the node's outputs, relative names
 DIAGNOSTICS = "/diagnostics"
@@ -145,7 +145,8 @@ class NodeProcess:
 class NodeHarness:
     """A :class:`NodeProcess` and an rclpy peer in this process that feeds it and records its outputs.
 
-    The peer publishes ``image`` (or ``image/compressed``), ``camera_info`` and ``reference_depth`` and subscribes
+    The peer publishes ``image`` (or ``image/compressed``), ``camera_info`` and ``reference_depth`` (Image, or
+    CompressedImage on ``reference_depth/compressedDepth``) and subscribes
     every output plus ``/diagnostics`` (reliable, as RViz). The constructor returns once both sides have matched
     every topic. Use as a context manager, or call :meth:`close`: the node process is stopped in every case.
 
@@ -207,7 +208,8 @@ class NodeHarness:
         input_qos = reliable if reliable_input else qos_profile_sensor_data
         self.image_pub = self.node.create_publisher(self.image_type, self.image_topic, input_qos)
         self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", input_qos)
-        self.reference_pub = self.node.create_publisher(Image, "reference_depth", input_qos)
+        self.reference_pubs = {transport: self.node.create_publisher(*depth_subscription(transport, "reference_depth"),
+                                                                     input_qos) for transport in DEPTH_TRANSPORTS}
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._spinner = threading.Thread(target=self.executor.spin, name="node_harness_spin", daemon=True)
@@ -305,7 +307,8 @@ class NodeHarness:
         """
         stamp = self.now() if stamp is None else stamp
         stamp_value = stamp.sec * 1_000_000_000 + stamp.nanosec
-        for publisher, msg in ((self.info_pub, info), (self.reference_pub, reference), (self.image_pub, image)):
+        reference_pub = self.reference_pubs["compressedDepth" if hasattr(reference, "format") else "raw"]
+        for publisher, msg in ((self.info_pub, info), (reference_pub, reference), (self.image_pub, image)):
             if msg is None:
                 continue
             msg = copy.deepcopy(msg)

@@ -411,3 +411,22 @@ class TestCompressedScaledNode:
         scaled_node.send(compressed, bag["info"][3])
         scaled_node.latest_diagnostics(lambda d: d["_message"].startswith("idle: nothing subscribes"),
                                        "an idle status", after=sent)
+
+
+def test_compressed_depth_reference_is_scored_like_the_raw_one(checkpoint, bag, tmp_path):
+    """reference_transport compressedDepth: image_transport's 16UC1 PNG layout (12-byte header, then the PNG)."""
+    import struct
+
+    from sensor_msgs.msg import CompressedImage
+
+    raw = bag["depth"][2]
+    millimetres = np.nan_to_num(depth_image_to_array(raw) * 1000.0).round().astype(np.uint16)
+    compressed = CompressedImage(header=raw.header, format="16UC1; compressedDepth png",
+                                 data=struct.pack("<iff", 0, 0.0, 0.0) + cv2.imencode(".png", millimetres)[1].tobytes())
+    params = {"checkpoint": str(checkpoint), **NODE_PARAMS, "reference_transport": "compressedDepth"}
+    with NodeHarness(params, tmp_path / "depth_node.log", "/compressed_reference") as node:
+        prediction = depth_image_to_array(
+            node.outputs(node.send(bag["image"][2], bag["info"][2], reference=compressed))["depth"])
+        values = node.latest_diagnostics(lambda d: d.get("accuracy frames") == "1", "the scored frame")
+    expected = evaluate_depth(prediction, millimetres.astype(np.float32) / 1000.0, min_depth=0.1, max_depth=20.0)
+    assert float(values["AbsRel"]) == pytest.approx(expected["abs_rel"], rel=1e-3)

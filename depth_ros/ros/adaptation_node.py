@@ -48,7 +48,14 @@ from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.transform import PoseLookupError, PoseTrajectory, pose_matrix, pose_msg_to_matrix
 from depth_ros.learning.config import TRAINABLE
 from depth_ros.metrics import evaluate_depth, reference_at
-from depth_ros.ros.conversions import compressed_to_rgb, depth_image_to_array, image_to_rgb, stamp_ns
+from depth_ros.ros.conversions import (
+    DEPTH_TRANSPORTS,
+    compressed_to_rgb,
+    depth_msg_to_array,
+    depth_subscription,
+    image_to_rgb,
+    stamp_ns,
+)
 from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE, ConfigError, ParameterTable, _param, declare_and_load
 from depth_ros.ros.runner import run_node
 from depth_ros.ros.throttle import ThrottledLog
@@ -76,6 +83,9 @@ class AdaptationNodeConfig(ParameterTable):
     input_size: int = _param(0, "px. Network input short side, multiple of 14; 0: the checkpoint's training size.")
     use_compressed: bool = _param(False, "Subscribe to image/compressed instead of image.")
     use_reference_depth: bool = _param(False, "Score the published model on reference_depth (live AbsRel).")
+    reference_transport: str = _param(
+        "raw", "reference_depth transport: raw (Image 32FC1 m / 16UC1 mm) or compressedDepth (image_transport, "
+        "reference_depth/compressedDepth).")
     use_rectified: bool = _param(True, "Intrinsics from CameraInfo P (rectified images) instead of K.")
     camera_to_base: tuple = _param(
         DEFAULT_CAMERA_TO_BASE, "[x, y, z, roll, pitch, yaw] (m, rad) of the camera optical frame in the odometry "
@@ -111,12 +121,14 @@ class AdaptationNodeConfig(ParameterTable):
             (self.checkpoint != "", "checkpoint", "must name the starting checkpoint file or model id"),
             (self.output_dir != "", "output_dir", "must name a folder"),
             (self.threads >= 1, "threads", "must be >= 1"),
-            (self.input_size >= 0 and self.input_size % 14 == 0, "input_size", "must be 0 or a multiple of 14"),
+            (self.input_size >= 0, "input_size", "must be 0 (the checkpoint's) or a positive number of px"),
             (len(self.camera_to_base) == 6, "camera_to_base", "must be [x, y, z, roll, pitch, yaw]"),
             (self.odom_tolerance > 0, "odom_tolerance", "must be > 0 s"),
             (0 < self.max_updates_per_second <= 100, "max_updates_per_second", "must be in (0, 100] Hz"),
             (self.diagnostics_period >= 0.1, "diagnostics_period", "must be >= 0.1 s"),
             (self.trainable in TRAINABLE, "trainable", f"must be one of {', '.join(TRAINABLE)}"),
+            (self.reference_transport in DEPTH_TRANSPORTS, "reference_transport",
+             f"must be one of {', '.join(DEPTH_TRANSPORTS)}"),
         ]
         for ok, name, rule in checks:
             if not ok:
@@ -169,7 +181,8 @@ class AdaptationNode(Node):
         self.create_subscription(Odometry, "odom", self._on_odom, QoSProfile(depth=100))
         self._subscribe_tf_static()
         if config.use_reference_depth:
-            self.create_subscription(Image, "reference_depth", self._on_reference, qos_profile_sensor_data)
+            self.create_subscription(*depth_subscription(config.reference_transport, "reference_depth"),
+                                     self._on_reference, qos_profile_sensor_data)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(config.diagnostics_period, self._publish_diagnostics)
@@ -291,7 +304,7 @@ class AdaptationNode(Node):
         if msg is None:
             return
         try:
-            reference = reference_at(depth_image_to_array(msg), rgb.shape[:2])
+            reference = reference_at(depth_msg_to_array(msg), rgb.shape[:2])
         except ValueError as error:
             self._reject("reference_depth", str(error))
             return

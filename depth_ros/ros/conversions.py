@@ -196,6 +196,39 @@ def depth_image_to_array(msg, max_pixels: int | None = None) -> np.ndarray:
     return _metres(_pixels(msg, "depth", 1, dtype, max_pixels)[..., 0])
 
 
+DEPTH_TRANSPORTS = ("raw", "compressedDepth")  # image_transport transports of a depth topic
+
+
+def depth_subscription(transport: str, base_topic: str) -> tuple[type, str]:
+    """(message type, topic) of depth image ``base_topic`` sent with ``transport`` (:data:`DEPTH_TRANSPORTS`):
+    sensor_msgs/Image on ``base_topic``, or image_transport's CompressedImage on ``base_topic/compressedDepth``.
+
+    Raises:
+        ValueError: an unknown transport.
+    """
+    from sensor_msgs.msg import CompressedImage, Image
+
+    if transport not in DEPTH_TRANSPORTS:
+        raise ValueError(f"unknown depth transport {transport!r} (one of {', '.join(DEPTH_TRANSPORTS)})")
+    return (Image, base_topic) if transport == "raw" else (CompressedImage, f"{base_topic}/compressedDepth")
+
+
+def depth_msg_to_array(msg, max_pixels: int | None = None) -> np.ndarray:
+    """A depth message of either transport as (H, W) float32 metres, NaN invalid: sensor_msgs/Image
+    (:func:`depth_image_to_array`) or a compressedDepth CompressedImage (:func:`compressed_depth_to_array`; its
+    size is bounded by ``max_pixels`` after decoding).
+
+    Raises:
+        ValueError: as those functions, or an image larger than ``max_pixels``.
+    """
+    if not hasattr(msg, "format"):
+        return depth_image_to_array(msg, max_pixels)
+    depth = compressed_depth_to_array(msg)
+    if max_pixels is not None:
+        check_image_size(depth.shape[1], depth.shape[0], max_pixels, "depth")
+    return depth
+
+
 def _metres(raw: np.ndarray) -> np.ndarray:
     """REP 118 units to metres: uint16 millimetres (0 = no measurement) or float metres; invalid (non-finite, <= 0)
     becomes NaN. A new (H, W) float32 array. Millimetres are divided by 1000 (correctly rounded, the same float32

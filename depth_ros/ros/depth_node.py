@@ -46,7 +46,8 @@ from depth_ros.metrics import evaluate_depth, reference_at
 from depth_ros.pipeline import DepthPipeline, check_camera_matches
 from depth_ros.ros.conversions import (
     compressed_to_rgb,
-    depth_image_to_array,
+    depth_msg_to_array,
+    depth_subscription,
     image_to_rgb,
     stamp_ns,
 )
@@ -129,7 +130,8 @@ class DepthNode(Node):
             self.create_subscription(Image, "image", self._on_image, input_qos)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, input_qos)
         if config.use_reference_depth:
-            self.create_subscription(Image, "reference_depth", self._on_reference, input_qos)
+            self.create_subscription(*depth_subscription(config.reference_transport, "reference_depth"),
+                                     self._on_reference, input_qos)
         output_types = {"depth": Image, "depth/camera_info": CameraInfo, "points": PointCloud2,
                         "occupancy": OccupancyGrid}
         self._outputs = {topic: self.create_publisher(output_types[topic], topic, OUTPUT_QOS)
@@ -357,7 +359,7 @@ class DepthNode(Node):
         if found is None or abs(found[0] - stamp) > self.config.camera_info_tolerance * 1e9:
             return
         try:
-            reference = reference_at(depth_image_to_array(found[1], max_pixels=self.config.max_image_pixels),
+            reference = reference_at(depth_msg_to_array(found[1], max_pixels=self.config.max_image_pixels),
                                      prediction.shape)
         except ValueError as error:
             self._references.discard("", found[0])

@@ -20,6 +20,7 @@ from depth_ros.backends import BACKENDS
 from depth_ros.checkpoints import DEFAULT_MODEL
 from depth_ros.estimator import PRECISIONS
 from depth_ros.models import ENCODERS
+from depth_ros.ros.conversions import DEPTH_TRANSPORTS
 
 # Pose of the camera optical frame (REP 103: z forward, x right, y down) in the grid frame as x, y, z (m) and roll,
 # pitch, yaw (rad, fixed axes x-y-z as tf2's static_transform_publisher): 0.5 m above the origin looking along +x.
@@ -155,6 +156,9 @@ class NodeConfig(ParameterTable):
     use_reference_depth: bool = _param(
         False, "Subscribe reference_depth (32FC1 m or 16UC1 mm, registered to the image) and report AbsRel, RMSE "
         "and delta1 against it in the diagnostics.")
+    reference_transport: str = _param(
+        "raw", "reference_depth transport: raw (Image 32FC1 m / 16UC1 mm) or compressedDepth (image_transport, "
+        "reference_depth/compressedDepth).")
     # --- depth output
     min_depth: float = _param(0.1, "m. Depth below is invalid (NaN in depth, no point).")
     max_depth: float = _param(20.0, "m. Depth above is invalid (NaN in depth, no point).")
@@ -200,6 +204,8 @@ class NodeConfig(ParameterTable):
             (self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}"),
             (self.input_size >= 0, "input_size", "must be 0 (the checkpoint's) or a positive number of px"),
             (self.camera_info_tolerance >= 0, "camera_info_tolerance", "must be >= 0 s"),
+            (self.reference_transport in DEPTH_TRANSPORTS, "reference_transport",
+             f"must be one of {', '.join(DEPTH_TRANSPORTS)}"),
             (self.max_image_pixels >= MIN_IMAGE_PIXELS, "max_image_pixels",
              f"must be >= {MIN_IMAGE_PIXELS} px (one 14 x 14 network patch)"),
             (self.min_depth >= 0, "min_depth", "must be >= 0 m"),
