@@ -109,3 +109,26 @@ def test_config_ranges_are_checked():
         AdaptationConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="trainable: 'everything' is not one of"):
         AdaptationConfig(trainable="everything")
+
+
+def test_odometry_consistent_scale_measures_a_known_scale_error(drive, tmp_path):
+    """The bundled metric model, and the same weights declared with a 1.3x larger max_depth (so every depth is
+    exactly 1.3x too far): the held-out scale ratio must see the factor. Frames 300-371 were not trained on."""
+    from dataclasses import replace
+
+    from depth_ros.checkpoints import BUNDLED_MODEL, build_model, save_checkpoint
+
+    model, metadata = build_model(BUNDLED_MODEL)
+    far = save_checkpoint(tmp_path / "far.safetensors", model, replace(metadata, max_depth=metadata.max_depth * 1.3))
+    config = AdaptationConfig(min_translation=0.02, holdout_every=2)
+    scores = []
+    for checkpoint in (BUNDLED_MODEL, far):
+        adapter = OnlineAdapter(checkpoint, tmp_path / "out", config)
+        for frame in drive:
+            adapter.offer(*frame)
+        assert len(adapter.holdout) >= 4
+        scores.append(adapter.score(adapter.published_state))
+    metric, too_far = scores
+    assert 0.85 < metric.scale < 1.15  # a metric model: within 15 % of the motion's scale
+    assert too_far.scale / metric.scale == pytest.approx(1.3, rel=0.03)
+    assert too_far.loss > metric.loss

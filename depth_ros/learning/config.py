@@ -201,6 +201,9 @@ class SelfSupervisedConfig:
             self-supervised).
         sparse_depth_points: with ``silog_weight``, keep only this many random valid depth pixels per frame (a
             sparse reference such as a few lidar returns); None keeps all.
+        num_scales: use the first (finest) this many depth scales of a multi-scale model (PackNet in training
+            mode); None: all of them, as Monodepth2. The loss of each scale is computed at full resolution, so 1
+            costs a quarter of 4 (what the online adaptation uses).
     """
 
     poses: PoseSource = field(default_factory=PoseSource)
@@ -212,6 +215,7 @@ class SelfSupervisedConfig:
     smoothness_weight: float = 1e-3
     silog_weight: float = 0.0
     sparse_depth_points: int | None = None
+    num_scales: int | None = None
 
     def __post_init__(self):
         if (self.source_offsets is None) == (self.source_baseline is None):
@@ -229,6 +233,8 @@ class SelfSupervisedConfig:
         if self.sparse_depth_points is not None:
             _check(self.sparse_depth_points >= 1, "self_supervised.sparse_depth_points", ">= 1",
                    self.sparse_depth_points)
+        if self.num_scales is not None:
+            _check(self.num_scales >= 1, "self_supervised.num_scales", ">= 1", self.num_scales)
 
 
 TEACHER_MODES = ("replace", "fill")

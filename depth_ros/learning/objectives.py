@@ -151,9 +151,9 @@ def photometric_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cam
                      depth_range: tuple[float, float] | None = None,
                      channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """The photometric objective of one batch (:func:`~depth_ros.data.posed.pack_sample` layout): the model's depth
-    (every scale of a multi-scale model) through :func:`depth_ros.losses.self_supervised_loss` with the settings
-    ``ss``, plus its SiLog term on the batch's depth when ``ss.silog_weight`` > 0. Shared by the offline trainer
-    and the online adaptation.
+    (the first ``ss.num_scales`` scales of a multi-scale model) through
+    :func:`depth_ros.losses.self_supervised_loss` with the settings ``ss``, plus its SiLog term on the batch's depth
+    when ``ss.silog_weight`` > 0. Shared by the offline trainer and the online adaptation.
 
     Args:
         model: the depth network (metres out).
@@ -166,7 +166,7 @@ def photometric_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cam
     Returns:
         (0-dim loss, statistics: photometric, smoothness, kept and, with the SiLog term, silog).
     """
-    depths = [d.float() for d in depth_scales(model(_network_input(batch, channels_last)))]
+    depths = [d.float() for d in depth_scales(model(_network_input(batch, channels_last)))][:ss.num_scales]
     loss, stats = self_supervised_loss(batch["target"], batch["sources"], depths, camera, batch["target_to_sources"],
                                        ss.automask, ss.smoothness_weight)
     if ss.silog_weight > 0 and torch.isfinite(batch["depth"]).any():
