@@ -9,7 +9,8 @@ weights, and only after it beat the currently published weights on held-out keyf
 
 1. **Keyframes.** A frame becomes a keyframe when the camera moved at least ``min_translation`` and rotated at most
    ``max_rotation`` since the previous one. Frames whose pose jumps faster than ``max_speed`` /
-   ``max_angular_speed``, whose image did not change while the camera moved (a frozen driver), that are nearly
+   ``max_angular_speed``, whose image equals the previous frame's or the last keyframe's although the camera moved
+   (a frozen driver), that are nearly
    black or texture-less, or whose camera differs from the first one are rejected and counted by reason.
 2. **Samples.** Three consecutive keyframes make a sample: the middle one is the target, its neighbours the
    sources. Every ``holdout_every``-th sample is held out for validation (the newest ``holdout_size`` kept); the
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest.pth"
 RESTART_AFTER = 1.0  # s between two frames (either way) after which the keyframe chain restarts
+FROZEN_DIFFERENCE = 1e-3  # mean absolute difference (images in [0, 1]) below which two frames are the same image
+FROZEN_MIN_MOTION = 0.002  # m of camera motion between two frames beyond which the same image means a frozen driver
 SCALE_SEARCH = (0.5, 2.0)  # range of the depth scale factor searched on held-out data
 SCALE_TOLERANCE = 0.005  # its precision, in log scale (0.5 %)
 
@@ -230,13 +233,16 @@ class OnlineAdapter:
             if translation / dt > self.config.max_speed or angle / dt > self.config.max_angular_speed:
                 self._chain.clear()  # the next frames are measured against the last good one
                 return "rejected: pose jump"
-            if translation >= self.config.min_translation and np.abs(small - last.rgb).mean() < 1e-3:
+            if translation >= FROZEN_MIN_MOTION and _same_image(small, last.rgb):
                 return "rejected: image frozen while moving"
         self._last = _Keyframe(small, pose, stamp)
         if self._chain:
-            translation, angle = motion(relative_pose(self._chain[-1].pose, pose))
+            keyframe = self._chain[-1]
+            translation, angle = motion(relative_pose(keyframe.pose, pose))
             if translation < self.config.min_translation:
                 return "not moved"
+            if _same_image(small, keyframe.rgb):  # slow motion: caught once it adds up to a keyframe's distance
+                return "rejected: image frozen while moving"
             if angle > self.config.max_rotation:
                 self._chain.clear()
         self._chain.append(self._last)
@@ -397,6 +403,11 @@ class OnlineAdapter:
                 average.copy_(value)
         self.optimizer = build_optimizer([{"params": g["params"], "lr": g["lr"]} for g in self.optimizer.param_groups],
                                          self._optim)
+
+
+def _same_image(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> bool:
+    """Two network images (same shape, values in [0, 1]) that differ by less than :data:`FROZEN_DIFFERENCE`."""
+    return float(np.abs(a - b).mean()) < FROZEN_DIFFERENCE
 
 
 def _copy_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

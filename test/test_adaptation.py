@@ -56,6 +56,17 @@ def test_bad_frames_are_rejected_and_counted(adapter, drive):
     assert adapter.offer(drive[5][0], camera, drive[5][2], stamp - 10.0) == "keyframe"  # a looped bag: start afresh
 
 
+def test_a_frozen_image_stream_never_becomes_a_sample(adapter, drive):
+    """A driver that repeats one image at 15 Hz while the odometry moves on (a few mm per frame): the frames that
+    moved a keyframe's distance are rejected as frozen, none is trained on."""
+    frozen = drive[0][0]
+    outcomes = [adapter.offer(frozen, camera, pose, stamp) for _, camera, pose, stamp in drive]
+    # a keyframe chain restarts after 1 s without an accepted frame (RESTART_AFTER), but never gets a sample
+    assert outcomes[0] == "keyframe" and outcomes.count("keyframe") <= 3 and adapter.samples_seen == 0
+    assert outcomes.count("rejected: image frozen while moving") >= 25
+    assert adapter.offer(drive[-1][0], drive[-1][1], drive[-1][2], drive[-1][3] + 0.05) == "keyframe"  # live again
+
+
 def test_a_moving_camera_gives_samples_updates_and_a_guarded_publish(adapter, drive):
     outcomes = [adapter.offer(*frame) for frame in drive]
     assert outcomes.count("sample") >= 8 and adapter.ready() and len(adapter.holdout) >= 2
