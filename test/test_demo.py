@@ -18,6 +18,7 @@ from depth_ros import checkpoints
 from depth_ros.tools.demo import BagPlayback, motorcycle_frame
 
 BAG = "7scenes_redkitchen_20f_bag"
+COMPRESSED_BAG = "7scenes_redkitchen_odom/bag"  # CompressedImage + compressedDepth, 30 Hz
 TIMEOUT = 240  # s, bound of one demo run on a shared CPU
 
 
@@ -113,6 +114,19 @@ def test_demo_on_a_bag(shared_data, checkpoint, tmp_path):
                        result.stderr)
     assert played and float(played.group(1)) >= 0.59  # 3 recorded intervals of 0.1 s at speed 0.5
     assert 0 < metrics["node_diagnostics"]["latency from stamp (ms)"] < TIMEOUT * 1000  # recorded stamps: years
+
+
+def test_demo_on_a_compressed_bag(shared_data, checkpoint, tmp_path):
+    """CompressedImage input: the node is started with use_compressed and reads what the player publishes; ground
+    truth from compressedDepth."""
+    out = tmp_path / "demo_output"
+    result = _demo("--bag", str(shared_data / COMPRESSED_BAG), "--image-topic", "/camera/color/image_raw/compressed",
+                   "--depth-topic", "/camera/depth/image_raw/compressedDepth", "--checkpoint", str(checkpoint),
+                   "--frames", "2", "--rate", "5", "--out", str(out))
+    metrics = _check_outputs(out, checkpoint, result)
+    assert metrics["frames_published"] == 2 and metrics["accuracy"]["n_frames"] == metrics["frames_with_depth"]
+    assert "reading /depth_demo/image/compressed" in (out / "node.log").read_text()
+    assert "/depth_demo/image/compressed 2)" in result.stderr
 
 
 def test_offline_fresh_machine_runs_the_bundled_model_and_says_so(tmp_path):
