@@ -29,6 +29,7 @@ from depth_ros.ros.conversions import DEPTH_TRANSPORTS, depth_subscription, stam
 
 OUTPUTS = ("depth", "depth/camera_info", "points", "occupancy")  # the node's outputs, relative names
 DIAGNOSTICS = "/diagnostics"
+DISCOVERY_SETTLE = 0.5  # s after a publisher has matched, for the subscriber's side of discovery to see it
 
 
 def random_checkpoint(path: str | os.PathLike, encoder: str = "vits", input_size: int = 70, *, head: str = "metric",
@@ -181,7 +182,7 @@ class NodeHarness:
         try:
             self._start_peer(namespace, compressed, reliable_input)
             self.wait_until(self._connected, "depth_node to start and match every topic")
-            time.sleep(0.5)  # the node's side of discovery: it publishes only to subscribers it has seen
+            time.sleep(DISCOVERY_SETTLE)  # the node's side of discovery: it publishes only to subscribers it has seen
         except BaseException:
             self.close()
             raise
@@ -318,10 +319,18 @@ class NodeHarness:
             if publisher is self.image_pub:
                 if info is not None or reference is not None:
                     time.sleep(settle)
-                with self._changed:
-                    self.sent[stamp_value] = time.monotonic()
+                self.mark_sent(stamp_value)
             publisher.publish(msg)
         return stamp_value
+
+    def mark_sent(self, stamp: int) -> None:
+        """Record now (time.monotonic()) in :attr:`sent` as the publication time of the image stamped ``stamp`` ns.
+
+        :meth:`send` calls it; so does a caller publishing images with a publisher of its own on :attr:`node` (the
+        demo's :class:`~depth_ros.tools.play_bag.BagPlayer`), just before it publishes.
+        """
+        with self._changed:
+            self.sent[stamp] = time.monotonic()
 
     def unsubscribe(self, suffixes: tuple[str, ...]) -> None:
         """Destroy the output subscriptions whose topic ends with one of ``suffixes``."""

@@ -118,11 +118,11 @@ def _truncated_copy(source: Path, target: Path) -> Path:
 
 
 def test_truncated_bag_gives_one_bag_error_naming_it_in_every_reader(shared_data, tmp_path):
-    from depth_ros.tools.demo import bag_frames
+    from depth_ros.tools.demo import BagPlayback
 
     broken = _truncated_copy(shared_data / BAG, tmp_path / "broken")
     readers = {"training": lambda: open_rgbd(broken), "bag layer": lambda: BagReader(broken),
-               "demo": lambda: bag_frames(broken, "/camera/color/image_raw", None, None, None)}
+               "demo": lambda: BagPlayback(broken, "/camera/color/image_raw", None, None, None)}
     for name, read in readers.items():
         with pytest.raises(BagError) as error:
             read()

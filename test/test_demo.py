@@ -1,10 +1,11 @@
 """The demo end to end: the real depth_node in its own process over real ROS 2 (localhost), on the built-in
-Middlebury image and on the 7-Scenes bag, with a random local checkpoint and a small input size; its ground truth;
-and the one-line failure for a missing checkpoint."""
+Middlebury image and on the 7-Scenes bag (played by play_bag's player), with a random local checkpoint and a small
+input size; its ground truth; and the one-line failure for a missing checkpoint."""
 
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,10 @@ import numpy as np
 import pytest
 
 from depth_ros import checkpoints
-from depth_ros.tools.demo import motorcycle_frame
+from depth_ros.tools.demo import BagPlayback, motorcycle_frame
 
 BAG = "7scenes_redkitchen_20f_bag"
+COMPRESSED_BAG = "7scenes_redkitchen_odom/bag"  # CompressedImage + compressedDepth, 30 Hz
 TIMEOUT = 240  # s, bound of one demo run on a shared CPU
 
 
@@ -87,12 +89,44 @@ def test_demo_on_the_builtin_image(checkpoint, tmp_path):
     assert metrics["frames_published"] == 3 and metrics["input"].startswith("Middlebury 2014 Motorcycle")
 
 
+def test_bag_playback_plays_the_first_frames_at_the_mean_rate_asked(shared_data):
+    with BagPlayback(shared_data / BAG, "/camera/color/image_raw", None, None, 4) as bag:
+        assert bag.count == 4 and not bag.compressed and len(bag) == 0  # nothing played yet
+        assert bag.image_rate == pytest.approx(10.0, rel=1e-6)  # 7-Scenes at 10 Hz, as recorded
+        assert bag.speed(5.0) == pytest.approx(0.5, rel=1e-6)
+        assert bag.duration == pytest.approx(0.4, abs=1e-9)  # up to the fifth image's log time, excluded
+    with BagPlayback(shared_data / BAG, "/camera/color/image_raw", None, None, None) as bag:
+        assert bag.count == 20 and bag.duration is None
+    with pytest.raises(ValueError, match=r"no topic '/camera/nope'; the bag's topics: .*/camera/color/image_raw"):
+        BagPlayback(shared_data / BAG, "/camera/nope", None, None, None)
+
+
 def test_demo_on_a_bag(shared_data, checkpoint, tmp_path):
+    """play_bag's player plays the first 4 images + CameraInfo at half the recorded 10 Hz, restamped now: every
+    answered frame finds its ground truth by recorded stamp, and the node's latency from stamp is on this clock."""
     out = tmp_path / "demo_output"
-    result = _demo("--bag", str(shared_data / BAG), "--checkpoint", str(checkpoint), "--frames", "4", "--rate", "10",
+    result = _demo("--bag", str(shared_data / BAG), "--checkpoint", str(checkpoint), "--frames", "4", "--rate", "5",
                    "--out", str(out))
     metrics = _check_outputs(out, checkpoint, result)
     assert metrics["frames_published"] == 4 and metrics["accuracy"]["n_frames"] == metrics["frames_with_depth"]
+    assert metrics["rate_hz"] == 5.0 and "at 5.0 Hz (x0.50 the recorded timing)" in result.stderr
+    played = re.search(r"played 8 messages \(/depth_demo/camera_info 4, /depth_demo/image 4\) in ([0-9.]+) s wall",
+                       result.stderr)
+    assert played and float(played.group(1)) >= 0.59  # 3 recorded intervals of 0.1 s at speed 0.5
+    assert 0 < metrics["node_diagnostics"]["latency from stamp (ms)"] < TIMEOUT * 1000  # recorded stamps: years
+
+
+def test_demo_on_a_compressed_bag(shared_data, checkpoint, tmp_path):
+    """CompressedImage input: the node is started with use_compressed and reads what the player publishes; ground
+    truth from compressedDepth."""
+    out = tmp_path / "demo_output"
+    result = _demo("--bag", str(shared_data / COMPRESSED_BAG), "--image-topic", "/camera/color/image_raw/compressed",
+                   "--depth-topic", "/camera/depth/image_raw/compressedDepth", "--checkpoint", str(checkpoint),
+                   "--frames", "2", "--rate", "5", "--out", str(out))
+    metrics = _check_outputs(out, checkpoint, result)
+    assert metrics["frames_published"] == 2 and metrics["accuracy"]["n_frames"] == metrics["frames_with_depth"]
+    assert "reading /depth_demo/image/compressed" in (out / "node.log").read_text()
+    assert "/depth_demo/image/compressed 2)" in result.stderr
 
 
 def test_offline_fresh_machine_runs_the_bundled_model_and_says_so(tmp_path):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from depth_ros.data.rosbag import BagReader
-from depth_ros.tools.play_bag import BagPlayer, is_latched, parse_remap
+from depth_ros.tools.play_bag import BagPlayer, header_stamp_ns, is_latched, parse_remap, restamped
 
 BAG = "7scenes_redkitchen_odom/bag"
 IMAGE = "/camera/color/image_raw/compressed"
@@ -198,6 +198,25 @@ def test_loop_repeats_the_window(bag, peer):
     received = [data for _, data in peer.received[ODOM]]
     assert received[:2 * len(expected)] == expected * 2
     assert result["summary"].loops >= 3 and result["summary"].messages[ODOM] >= 2 * len(expected) + 1
+
+
+def test_restamped_changes_the_header_stamp_only(bag):
+    import struct
+
+    for topic, messages in _recorded(bag, [IMAGE, INFO], 0.05).items():
+        _, data, stamp = messages[0]
+        assert header_stamp_ns(data) == stamp
+        new = restamped(data, 1_800_000_000_123_456_789)
+        msg, recorded = (bag.ros2_typestore.deserialize_cdr(d, TYPES[topic]) for d in (new, data))
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1_800_000_000, 123_456_789), topic
+        assert header_stamp_ns(new) == 1_800_000_000_123_456_789 and new[12:] == data[12:] and new[:4] == data[:4]
+        assert msg.header.frame_id == recorded.header.frame_id
+    big_endian = b"\x00\x00\x00\x00" + struct.pack(">iI", 5, 7) + b"\x00" * 8
+    assert header_stamp_ns(big_endian) == 5_000_000_007
+    assert restamped(big_endian, 9_000_000_001)[4:12] == struct.pack(">iI", 9, 1)
+    for junk in (b"\x00\x03" + bytes(14), b"\x00\x01\x00\x00\x01"):  # parameter-list CDR; too short
+        with pytest.raises(ValueError, match="not a plain CDR message"):
+            header_stamp_ns(junk)
 
 
 def test_latched_topics_are_recognised(bag):

@@ -10,8 +10,8 @@ deserialises them, and decodes images and CameraInfo with the node's own decoder
 - CameraInfo: intrinsics from P or K per :data:`USE_RECTIFIED`.
 
 Everything that reads bags is built on it: :class:`RosbagRGBD` (training, evaluation), process_bag's
-``BagCameraReader`` and the demo's ``bag_frames``. A bag that cannot be opened or read (truncated, corrupt) raises one
-:class:`BagError` naming the bag, which the command-line tools print as one line.
+``BagCameraReader`` (also the demo's ``BagPlayback``), play_bag's ``BagPlayer``. A bag that cannot be opened or read
+(truncated, corrupt) raises one :class:`BagError` naming the bag, which the command-line tools print as one line.
 """
 
 from __future__ import annotations

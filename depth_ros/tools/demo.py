@@ -1,8 +1,8 @@
 """``make demo``: the real depth_node over real ROS 2 on a real camera stream, with accuracy and latency figures.
 
-Starts ``depth_node`` in its own process, plays a camera stream to it over ROS 2 (sensor_msgs/Image rgb8 +
-CameraInfo, best effort like a camera driver, each frame stamped with the time it is sent), records ``depth``,
-``points``, ``occupancy`` and ``/diagnostics``, and writes to the output folder (default ``demo_output/``):
+Starts ``depth_node`` in its own process, plays a camera stream to it over ROS 2 (sensor_msgs/Image or
+CompressedImage + CameraInfo, each frame stamped with the time it is sent), records ``depth``, ``points``,
+``occupancy`` and ``/diagnostics``, and writes to the output folder (default ``demo_output/``):
 
 - ``frame_NNNN_depth.png`` per received depth image (colourised; ``frame_NNNN_ground_truth.png`` beside it, same
   colour range, when the input has ground truth), ``input.png`` (the first frame played);
@@ -16,10 +16,18 @@ CameraInfo, best effort like a camera driver, each frame stamped with the time i
 - ``node.log``: the node's output.
 
 Input: by default the Middlebury 2014 "Motorcycle" left image with its ground-truth disparity, as shipped by
-scikit-image (see :func:`motorcycle_frame`), resized to 640 px wide and played ``--frames`` times; with ``--bag`` the
-images + CameraInfo of any ROS 1 / ROS 2 bag (ground truth from ``--depth-topic`` when the bag has it), decoded and
-sent again as rgb8 frames stamped now (the latency is measured against this clock); to play a bag's recorded messages
-unchanged, with their stamps and timing, use ``play_bag`` (:mod:`depth_ros.tools.play_bag`).
+scikit-image (see :func:`motorcycle_frame`), resized to 640 px wide, sent ``--frames`` times at ``--rate`` Hz as rgb8
+Image + CameraInfo (best effort, like a camera driver). With ``--bag``, play_bag's player
+(:class:`~depth_ros.tools.play_bag.BagPlayer`, see :class:`BagPlayback`) plays the bag's ``--image-topic`` (Image or
+CompressedImage: the node gets ``use_compressed`` to match) and its CameraInfo from the bag's start, the recorded
+messages byte for byte except the header stamp, with the recorded timing scaled so the images come at a mean
+``--rate`` Hz (speed factor ``rate`` / the recorded mean image rate of the images played; ``--frames N``: the
+first N images in log time). Each image and its CameraInfo are restamped now, with one stamp for the pair, so the
+latency is measured against this clock; ground truth comes from ``--depth-topic`` (matched by recorded stamp) when
+the bag has it. Messages go out in the bag's order: where each image was recorded just before its CameraInfo (the
+7-Scenes bags, many drivers), the node may take an image before its CameraInfo arrives and use the previous one
+(warned once in node.log), and answer the very first image with depth only. To play a bag unchanged, stamps
+included, use ``play_bag`` itself.
 
 Network safety: every process runs with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and ``ROS_DOMAIN_ID`` (42 unless
 set); the shipped Fast DDS profile lets the large best-effort images through (config/fastdds_profile.xml).
@@ -39,16 +47,17 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from depth_ros.ros.conversions import camera_info_msg, rgb_to_image_msg, stamp_ns
-from depth_ros.testing import NodeHarness
+from depth_ros.ros.conversions import camera_info_msg, rgb_to_image_msg
+from depth_ros.stamps import nearest_index
+from depth_ros.testing import DISCOVERY_SETTLE, NodeHarness
 from depth_ros.tools.cli import run_cli
 from depth_ros.visualize import colorize_depth, occupancy_image, save_image, save_overview, save_ply
 
@@ -122,9 +131,19 @@ def motorcycle_frame(width: int = 640) -> DemoFrame:
     return DemoFrame(rgb, camera.resized(width, height), DEMO_FRAME_ID, depth)
 
 
-def bag_frames(path: Path, image_topic: str, info_topic: str | None, depth_topic: str | None,
-               limit: int | None) -> tuple[Iterator[DemoFrame], int]:
-    """Frames of a bag's image topic with its CameraInfo and ground truth from ``depth_topic``.
+class BagPlayback(Mapping[int, DemoFrame]):
+    """A bag's camera played to depth_node by :class:`~depth_ros.tools.play_bag.BagPlayer`, and the frames it played.
+
+    :meth:`play` publishes the bag's image topic and its CameraInfo as recorded (CDR bytes, original encoding) with
+    the recorded timing, on the harness's own input topics, from the bag's start to just before image
+    ``limit + 1``, sped up or slowed down by :meth:`speed`. Each image and the CameraInfo with its recorded stamp
+    get one new stamp, the peer's clock (ROS time) when the first of the two is published, so the node pairs them
+    and its latency from stamp is on this clock; the image's publication time goes into the harness's ``sent``.
+
+    As a mapping: new stamp ns -> :class:`DemoFrame` of each image played, decoded from the bag on access (rgb, the
+    camera of its CameraInfo by :meth:`~depth_ros.tools.process_bag.BagCameraReader.camera_for`, and ground truth:
+    the ``depth_topic`` message whose header stamp is within :data:`GROUND_TRUTH_MAX_DT` of the image's recorded
+    stamp, by :func:`depth_ros.stamps.nearest_index`, else None). Use as a context manager (closes the bag).
 
     Args:
         path: the bag (see :class:`~depth_ros.tools.process_bag.BagCameraReader`).
@@ -132,53 +151,130 @@ def bag_frames(path: Path, image_topic: str, info_topic: str | None, depth_topic
         info_topic: its CameraInfo (default: beside it).
         depth_topic: depth registered to the images (Image 32FC1 / 16UC1 or compressedDepth); None:
             :data:`DEFAULT_DEPTH_TOPIC` when the bag has it, else no ground truth.
-        limit: play at most this many frames; None: all.
+        limit: play at most this many images (the first ones in log time); None: all.
 
-    Returns:
-        (iterator of :class:`DemoFrame`, number of frames it yields). Frames whose stamp has no depth image within
-        :data:`GROUND_TRUTH_MAX_DT` have no ground truth (stamps matched by :func:`depth_ros.stamps.nearest_index`).
+    Attributes:
+        bag: the open :class:`~depth_ros.tools.process_bag.BagCameraReader`.
+        compressed: the images are CompressedImage (the node then needs ``use_compressed``).
+        count: images to play.
+        image_rate: their mean recorded rate in Hz (log times), None for a single image.
+        duration: s of log time played from the bag's start (None: all of it), for BagPlayer.
 
     Raises:
-        BagError: the bag cannot be opened or read (one line naming the bag).
-        ValueError: a topic is missing or of the wrong type (the message lists the bag's topics), or frames without
-            CameraInfo (the node would publish depth only).
+        FileNotFoundError: no such bag. BagError: the bag cannot be opened or read (one line naming the bag).
+        ValueError: a topic is missing or of the wrong type (the message lists the bag's topics), no image, or no
+            CameraInfo for an image's frame_id (checked for the first image here, for the others on access).
     """
-    from depth_ros.data.rosbag import IMAGE_TYPES, BagReader
-    from depth_ros.stamps import nearest_index
-    from depth_ros.tools.process_bag import BagCameraReader
 
-    reader = BagCameraReader(path, image_topic, info_topic)
-    depth_bag, depth_refs = None, []
-    try:
-        if depth_topic is None and reader.has_topic(DEFAULT_DEPTH_TOPIC):
-            depth_topic = DEFAULT_DEPTH_TOPIC
-        if depth_topic is not None:  # a reader of its own: random access beside the image stream
-            depth_bag = BagReader(path)
-            depth_refs = depth_bag.index(depth_topic, IMAGE_TYPES)
-    except BaseException:
-        reader.close()
-        if depth_bag is not None:
-            depth_bag.close()
-        raise
-    depth_stamps = np.array([ref.stamp for ref in depth_refs])
-    count = reader.frame_count if limit is None else min(limit, reader.frame_count)
+    def __init__(self, path: Path, image_topic: str, info_topic: str | None, depth_topic: str | None,
+                 limit: int | None):
+        from depth_ros.data.rosbag import COMPRESSED, IMAGE_TYPES
+        from depth_ros.tools.process_bag import BagCameraReader
 
-    def frames() -> Iterator[DemoFrame]:
-        with reader, depth_bag or nullcontext():
-            for index, (_, frame) in enumerate(reader.frames()):
-                if index == count:
-                    return
-                if frame.camera is None:
-                    raise ValueError(f"{path}: no CameraInfo on {reader.info_topic} for frame "
-                                     f"'{frame.header.frame_id}'")
-                match = nearest_index(depth_stamps, stamp_ns(frame.header) * 1e-9, GROUND_TRUTH_MAX_DT)
-                depth = None
-                if match is not None:
-                    ref = depth_refs[match]
-                    depth = depth_bag.decode_depth(ref, depth_bag.read(ref))
-                yield DemoFrame(frame.rgb, frame.camera, frame.header.frame_id, depth)
+        self.bag = BagCameraReader(path, image_topic, info_topic)
+        try:
+            if depth_topic is None and self.bag.has_topic(DEFAULT_DEPTH_TOPIC):
+                depth_topic = DEFAULT_DEPTH_TOPIC
+            self._depth = [] if depth_topic is None else self.bag.index(depth_topic, IMAGE_TYPES)
+            images = sorted(self.bag.index(image_topic, IMAGE_TYPES), key=lambda ref: ref.time_ns)
+            if not images:
+                raise ValueError(f"{self.bag.path}: {image_topic} has no message")
+            self._camera(self.bag.read(images[0]).header)
+        except BaseException:
+            self.bag.close()
+            raise
+        self._depth_stamps = np.array([ref.stamp for ref in self._depth])
+        self._images = {}  # recorded stamp ns -> the image's MessageRef (the first one of a stamp)
+        for ref in images:
+            self._images.setdefault(ref.stamp_ns, ref)
+        self.compressed = images[0].msgtype == COMPRESSED
+        self.count = len(images) if limit is None else min(limit, len(images))
+        first, last = images[0].time_ns, images[self.count - 1].time_ns
+        self.image_rate = (self.count - 1) / ((last - first) / 1e9) if last > first else None
+        self.duration = (None if self.count == len(images)
+                         else (images[self.count].time_ns - self.bag.reader.start_time) / 1e9)
+        self._new_stamps: dict[int, int] = {}  # recorded stamp ns -> new stamp ns (images and CameraInfo)
+        self._recorded: dict[int, int] = {}  # new stamp ns -> recorded stamp ns, of the images played
 
-    return frames(), count
+    def speed(self, rate_hz: float) -> float:
+        """BagPlayer's speed factor that plays the images at a mean ``rate_hz`` Hz (1 for a single image)."""
+        return 1.0 if self.image_rate is None else rate_hz / self.image_rate
+
+    def play(self, harness: NodeHarness, rate_hz: float):
+        """Play the images and CameraInfo to the harness's node at a mean ``rate_hz`` Hz; returns the
+        :class:`~depth_ros.tools.play_bag.PlaySummary`.
+
+        The player's publishers live on ``harness.node`` until it is destroyed (reliable, which the node's
+        best-effort inputs accept).
+
+        Raises:
+            TimeoutError: the node did not match the player's publishers within the harness's timeout.
+            ChildProcessError: the node exited during playback (checked at each image). BagError: the bag cannot
+                be read.
+        """
+        from depth_ros.tools.play_bag import BagPlayer
+
+        bag = self.bag
+        player = BagPlayer(bag, harness.node, rate=self.speed(rate_hz), duration=self.duration,
+                           topics=[bag.image_topic, bag.info_topic],
+                           remap={bag.image_topic: harness.image_pub.topic_name,
+                                  bag.info_topic: harness.info_pub.topic_name},
+                           rewrite=lambda topic, _, data: self._restamp(harness, topic, data))
+        if not player.wait_for_subscribers(harness.timeout):
+            raise TimeoutError(f"depth_node did not subscribe to the played {bag.image_topic} and {bag.info_topic} "
+                               f"within {harness.timeout:.0f} s (node log: {harness.node_process.log_path})")
+        time.sleep(DISCOVERY_SETTLE)  # the node's side of discovery, as NodeHarness waits for its own publishers
+        summary = player.play()
+        log.info("%s: %s", bag.path, summary.line())
+        return summary
+
+    def _restamp(self, harness: NodeHarness, topic: str, data: bytes) -> bytes:
+        """BagPlayer's rewrite hook: the message with the new stamp of its recorded stamp (see the class)."""
+        from depth_ros.tools.play_bag import header_stamp_ns, restamped
+
+        recorded = header_stamp_ns(data)
+        stamp = self._new_stamps.setdefault(recorded, harness.node.get_clock().now().nanoseconds)
+        if topic == self.bag.image_topic:
+            harness.check_running()
+            self._recorded[stamp] = recorded
+            harness.mark_sent(stamp)
+        return restamped(data, stamp)
+
+    def _camera(self, header):
+        camera = self.bag.camera_for(header)
+        if camera is None:
+            raise ValueError(f"{self.bag.path}: no CameraInfo on {self.bag.info_topic} for frame "
+                             f"'{header.frame_id}'")
+        return camera
+
+    def __getitem__(self, stamp: int) -> DemoFrame:
+        ref = self._images[self._recorded[stamp]]
+        msg = self.bag.read(ref)
+        match = nearest_index(self._depth_stamps, ref.stamp, GROUND_TRUTH_MAX_DT)
+        depth = None
+        if match is not None:
+            depth_ref = self._depth[match]
+            depth = self.bag.decode_depth(depth_ref, self.bag.read(depth_ref))
+        return DemoFrame(self.bag.decode_color(ref, msg), self._camera(msg.header), msg.header.frame_id, depth)
+
+    def __contains__(self, stamp) -> bool:  # without decoding
+        return stamp in self._recorded
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._recorded)
+
+    def __len__(self) -> int:
+        return len(self._recorded)
+
+    def close(self) -> None:
+        """Close the bag."""
+        self.bag.close()
+
+    def __enter__(self) -> BagPlayback:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _latency_summary(seconds: list[float]) -> dict[str, float]:
@@ -187,19 +283,21 @@ def _latency_summary(seconds: list[float]) -> dict[str, float]:
             "mean": float(values.mean()), "max": float(values.max())}
 
 
-def write_outputs(out_dir: Path, played: dict[int, DemoFrame], harness: NodeHarness, config, info: dict) -> dict:
+def write_outputs(out_dir: Path, played: Mapping[int, DemoFrame], harness: NodeHarness, config,
+                  info: dict) -> dict:
     """Write the PNGs, the PLY and metrics.json from what the harness received; returns the metrics dictionary.
 
     Args:
         out_dir: output folder (exists).
-        played: stamp ns -> frame of every frame sent.
+        played: stamp ns -> frame of every frame sent (each frame looked up once per answer, the last one twice).
         harness: the node harness after the run.
         config: the node's NodeConfig (depth range for the metrics).
         info: run description stored in the JSON (input, checkpoint, ...).
 
     Raises:
         TimeoutError: no depth image came back at all.
-        ValueError: ground truth that is not an integer scaling of the depth (:func:`depth_ros.metrics.reference_at`).
+        ValueError: ground truth that is not an integer scaling of the depth (:func:`depth_ros.metrics.reference_at`);
+            a frame of ``played`` that cannot be decoded (:class:`BagPlayback`).
     """
     from depth_ros.geometry.occupancy import GridSpec
     from depth_ros.geometry.pointcloud import unpack_rgb
@@ -316,32 +414,40 @@ def run_demo(args: argparse.Namespace) -> dict:
                    "precision": args.precision, "colored": True, "use_tf": False}
     config = NodeConfig.from_values({"checkpoint": args.checkpoint, "input_size": args.input_size,
                                      "device": args.device, "precision": args.precision})
-    if args.bag is not None:
-        frames, count = bag_frames(args.bag, args.image_topic, args.info_topic, args.depth_topic, args.frames)
-        description = str(args.bag)
-    else:
-        motorcycle = motorcycle_frame()
-        count = args.frames or 10
-        frames, description = (motorcycle for _ in range(count)), "Middlebury 2014 Motorcycle (scikit-image)"
-    args.out.mkdir(parents=True, exist_ok=True)
-    log.info("starting depth_node (%s, input %s) on ROS_DOMAIN_ID %s; playing %d frames of %s at %.1f Hz",
-             args.checkpoint, f"{args.input_size} px" if args.input_size else "size of the checkpoint",
-             os.environ["ROS_DOMAIN_ID"], count, description, args.rate)
-    with NodeHarness(node_params, args.out / "node.log", NAMESPACE, params_file=args.params,
-                     timeout=args.timeout) as harness:
-        played: dict[int, DemoFrame] = {}
-        for index, frame in enumerate(frames):
-            harness.check_running()
-            started = time.monotonic()
-            header = Header(frame_id=frame.frame_id, stamp=harness.now())
-            stamp = harness.send(rgb_to_image_msg(frame.rgb, header), camera_info_msg(frame.camera, header),
-                                 stamp=header.stamp, settle=0.0)
-            played[stamp] = frame
-            time.sleep(max(0.0, started + 1.0 / args.rate - time.monotonic()))
-            if index == 0:
-                save_image(args.out / "input.png", frame.rgb)
+    with ExitStack() as stack:
+        if args.bag is not None:
+            bag = stack.enter_context(BagPlayback(args.bag, args.image_topic, args.info_topic, args.depth_topic,
+                                                  args.frames))
+            node_params["use_compressed"] = bag.compressed
+            count, description = bag.count, str(args.bag)
+            speed = f" (x{bag.speed(args.rate):.2f} the recorded timing)"
+        else:
+            bag, motorcycle, speed = None, motorcycle_frame(), ""
+            count, description = args.frames or 10, "Middlebury 2014 Motorcycle (scikit-image)"
+        args.out.mkdir(parents=True, exist_ok=True)
+        log.info("starting depth_node (%s, input %s) on ROS_DOMAIN_ID %s; playing %d frames of %s at %.1f Hz%s",
+                 args.checkpoint, f"{args.input_size} px" if args.input_size else "size of the checkpoint",
+                 os.environ["ROS_DOMAIN_ID"], count, description, args.rate, speed)
+        compressed = bag is not None and bag.compressed
+        harness = stack.enter_context(NodeHarness(node_params, args.out / "node.log", NAMESPACE,
+                                                  params_file=args.params, compressed=compressed,
+                                                  timeout=args.timeout))
+        if bag is not None:
+            bag.play(harness, args.rate)
+            played = bag
+        else:
+            played = {}
+            for _ in range(count):
+                harness.check_running()
+                started = time.monotonic()
+                header = Header(frame_id=motorcycle.frame_id, stamp=harness.now())
+                stamp = harness.send(rgb_to_image_msg(motorcycle.rgb, header),
+                                     camera_info_msg(motorcycle.camera, header), stamp=header.stamp, settle=0.0)
+                played[stamp] = motorcycle
+                time.sleep(max(0.0, started + 1.0 / args.rate - time.monotonic()))
         if not played:
             raise ValueError("no frames to play")
+        save_image(args.out / "input.png", played[min(played)].rgb)
         last = max(played)
         harness.wait_until(lambda: last in harness.received["depth"]
                            and all(harness.received[topic] for topic in ("points", "occupancy")),
@@ -372,8 +478,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--params", type=Path, help="depth_node parameters file (the demo's options override it)")
-    parser.add_argument("--frames", type=int, help="frames to play (default: 10 built-in, all of a bag)")
-    parser.add_argument("--rate", type=float, default=2.0, help="camera rate in Hz (default: %(default)s)")
+    parser.add_argument("--frames", type=int, help="frames to play (default: 10 built-in, all of a bag; a bag's first "
+                        "N images in log time)")
+    parser.add_argument("--rate", type=float, default=2.0,
+                        help="camera rate in Hz (default: %(default)s); a bag plays with its recorded timing scaled to "
+                             "this mean image rate: speed factor = rate / the recorded mean rate of the images played")
     parser.add_argument("--image-topic", default="/camera/color/image_raw", help="bag image topic")
     parser.add_argument("--info-topic", help="bag CameraInfo topic (default: camera_info beside the image topic)")
     parser.add_argument("--depth-topic", help="bag ground-truth depth topic, registered to the image (default: "

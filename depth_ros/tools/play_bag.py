@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import struct
 import sys
 import threading
 import time
@@ -81,6 +82,42 @@ def is_latched(connection) -> bool:
         return True
     profiles = getattr(connection.ext, "offered_qos_profiles", None) or []
     return any(getattr(getattr(qos, "durability", None), "name", "") == "TRANSIENT_LOCAL" for qos in profiles)
+
+
+CDR_ENCAPSULATION = 4  # bytes of the encapsulation header before a CDR message body
+_CDR_BYTE_ORDER = {b"\x00\x00": ">", b"\x00\x01": "<"}  # CDR_BE, CDR_LE representation ids (as rmw writes)
+_STAMP = "iI"  # builtin_interfaces/Time: int32 sec, uint32 nanosec
+
+
+def _stamp_format(data: bytes) -> str:
+    order = _CDR_BYTE_ORDER.get(bytes(data[:2]))
+    if order is None or len(data) < CDR_ENCAPSULATION + struct.calcsize(_STAMP):
+        raise ValueError(f"not a plain CDR message with a header (representation id {bytes(data[:2]).hex()}, "
+                         f"{len(data)} bytes)")
+    return order + _STAMP
+
+
+def header_stamp_ns(data: bytes) -> int:
+    """The ``header.stamp`` in ns of a CDR-serialised message whose first field is a std_msgs/Header
+    (sensor_msgs/Image, CompressedImage, CameraInfo, ...), read in place: the stamp is the body's first 8 bytes.
+
+    Raises:
+        ValueError: not plain CDR (big or little endian) or too short to hold a stamp.
+    """
+    sec, nanosec = struct.unpack_from(_stamp_format(data), data, CDR_ENCAPSULATION)
+    return sec * 1_000_000_000 + nanosec
+
+
+def restamped(data: bytes, stamp_ns: int) -> bytes:
+    """A copy of a CDR message with a std_msgs/Header first (see :func:`header_stamp_ns`) stamped ``stamp_ns`` ns,
+    every other byte as given: for :class:`BagPlayer` rewrite hooks.
+
+    Raises:
+        ValueError: as :func:`header_stamp_ns`. struct.error: a stamp beyond builtin_interfaces/Time's int32 s.
+    """
+    out = bytearray(data)
+    struct.pack_into(_stamp_format(data), out, CDR_ENCAPSULATION, *divmod(stamp_ns, 1_000_000_000))
+    return bytes(out)
 
 
 def parse_remap(rules: Iterable[str]) -> dict[str, str]:
