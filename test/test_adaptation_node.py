@@ -161,7 +161,8 @@ class TestAdaptationNode:
         for rgb, camera, pose in drive:
             peer.send(rgb, camera, pose)
         values = peer.latest(lambda v: _count(v, "rollbacks") >= 1, "a rollback", node, timeout=120)
-        assert _count(values, "samples") >= 5 and _count(values, "updates") >= 2
+        # lr 50: the loss after the first update may already be non-finite, and roll back
+        assert _count(values, "samples") >= 5 and _count(values, "updates") >= 1
         assert _count(values, "published") == 0
         if (output_dir / "latest.pth").exists():  # only the reset test writes it: the starting weights
             _assert_start_weights(output_dir / "latest.pth", node.start_checkpoint)
