@@ -106,6 +106,18 @@ class FaultInjector:
         return self._black[shape]
 
 
+def with_focal_length(data: bytes, fx: float):
+    """A CameraInfo (CDR bytes) with fx = fy = ``fx`` px in K and P (principal point and the rest unchanged)."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import CameraInfo
+
+    msg = deserialize_message(data, CameraInfo)
+    k, p = list(msg.k), list(msg.p)
+    k[0] = k[4] = p[0] = p[5] = fx
+    msg.k, msg.p = k, p
+    return msg
+
+
 def _counter_changes(before: dict[str, str], after: dict[str, str]) -> dict[str, float]:
     """Numeric diagnostics values that changed: key -> after - before."""
     changes = {}
@@ -139,6 +151,8 @@ def main() -> int:
     parser.add_argument("--adaptation-param", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra adaptation_node parameter")
     parser.add_argument("--faults", action="store_true", help="inject the faults of FAULTS during adaptation")
+    parser.add_argument("--camera-fx", type=float, help="replace the focal length (fx = fy, px) of every CameraInfo "
+                        "played: an intrinsics experiment (7-Scenes' CameraInfo holds the depth camera's 585 px)")
     args = parser.parse_args()
 
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before rclpy starts, here or in the nodes
@@ -171,10 +185,16 @@ def main() -> int:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     bag = BagReader(args.bag)
-    image_topic, odom_topic = list(TOPICS)[0], list(TOPICS)[2]
+    image_topic, info_topic, odom_topic = list(TOPICS)[:3]
     faults = FaultInjector(args.minutes * 60, image_topic, odom_topic) if args.faults else None
+
+    def rewrite(topic: str, play_time: float, data: bytes):
+        if args.camera_fx is not None and topic == info_topic:
+            return with_focal_length(data, args.camera_fx)
+        return faults(topic, play_time, data) if faults is not None else data
+
     player = BagPlayer(bag, node, start_offset=args.start_offset, duration=args.duration, loop=True,
-                       topics=list(TOPICS), remap=TOPICS, rewrite=faults)
+                       topics=list(TOPICS), remap=TOPICS, rewrite=rewrite)
     playing = threading.Thread(target=player.play, daemon=True)
     adaptation = None
     memory: list[dict[str, float]] = []
