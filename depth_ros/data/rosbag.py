@@ -29,9 +29,8 @@ from rosbags.typesys import Stores, get_typestore
 from depth_ros.data.frames import RGBDFrame, RGBDSequence
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.ros.conversions import (
-    compressed_depth_to_array,
     compressed_to_rgb,
-    depth_image_to_array,
+    depth_msg_to_array,
     image_to_rgb,
     stamp_ns,
 )
@@ -264,14 +263,14 @@ class BagReader:
         Args:
             source: its connection or :class:`MessageRef`: sensor_msgs/Image 32FC1 (m) / 16UC1 (mm), or
                 CompressedImage in image_transport's compressedDepth layout (see
-                :func:`~depth_ros.ros.conversions.compressed_depth_to_array`).
+                :func:`~depth_ros.ros.conversions.depth_msg_to_array`).
             msg: the message.
 
         Raises:
             ValueError: an image that cannot be decoded (names bag, topic and stamp).
         """
         with self._decoding(source.topic, msg):
-            return compressed_depth_to_array(msg) if source.msgtype == COMPRESSED else depth_image_to_array(msg)
+            return depth_msg_to_array(msg)
 
     def camera(self, source, msg) -> PinholeCamera:
         """The intrinsics a sensor_msgs/CameraInfo describes, from P or K per ``use_rectified``.
