@@ -42,7 +42,7 @@ from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.transform import motion, relative_pose
 from depth_ros.learning.config import TRAINABLE, OptimConfig, SelfSupervisedConfig
 from depth_ros.learning.objectives import photometric_loss
-from depth_ros.learning.trainable import build_optimizer, deployable_state_dict, prepare_trainable
+from depth_ros.learning.trainable import ScaledDepth, build_optimizer, deployable_state_dict, prepare_trainable
 from depth_ros.losses import self_supervised_loss
 from depth_ros.models import depth_scales
 
@@ -69,8 +69,11 @@ class AdaptationConfig:
         holdout_every: every n-th sample is held out for the guards.
         holdout_size: held-out samples kept (the newest).
         batch_size: samples per update (the newest plus replayed ones).
-        trainable: which parameters adapt (``full``, ``head``, ``norms_biases``, ``lora``; as the offline trainer).
-        lr: learning rate (the decoder/head gets ``lr * head_lr_factor``).
+        trainable: which parameters adapt, as the offline trainer: ``scale`` (the default and cheapest: one global
+            depth factor, the weights fixed, so the structure of the depth maps cannot change and an update costs
+            a forward pass), ``norms_biases``, ``head``, ``lora`` or ``full``.
+        lr: learning rate (the decoder/head gets ``lr * head_lr_factor``; for ``scale`` a step in log scale, so
+            1e-2 moves the factor about 1 % per update; the weight groups want ~1e-4).
         head_lr_factor: head learning-rate factor.
         ema_decay: weight of the old average per update in the exponential moving average.
         min_updates_between_checks: updates between two guarded publish attempts.
@@ -88,8 +91,8 @@ class AdaptationConfig:
     holdout_every: int = 8
     holdout_size: int = 8
     batch_size: int = 4
-    trainable: str = "norms_biases"
-    lr: float = 1e-4
+    trainable: str = "scale"
+    lr: float = 1e-2
     head_lr_factor: float = 10.0
     ema_decay: float = 0.9
     min_updates_between_checks: int = 10
@@ -120,6 +123,20 @@ class _Keyframe:
     rgb: np.ndarray  # network-size float32 RGB in [0, 1]
     pose: np.ndarray  # T_world_camera
     stamp: float
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One state of the adapted model: the plain network weights and a global depth factor (the ``scale`` group's
+    learnt factor; 1 for the other groups). Published as the weights with ``max_depth`` times ``scale``.
+
+    Attributes:
+        state: the network's state dict (plain model layout, CPU tensors).
+        scale: depth factor relative to the starting checkpoint.
+    """
+
+    state: dict[str, torch.Tensor]
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -165,7 +182,7 @@ class OnlineAdapter:
         self._objective = SelfSupervisedConfig(automask=config.automask, smoothness_weight=config.smoothness_weight,
                                                num_scales=1)  # full resolution only: a quarter of the cost
         model = model.to(self.device)
-        self._scorer = copy.deepcopy(model).eval()  # a plain model that scores weight states
+        self._scorer = ScaledDepth(copy.deepcopy(model)).eval()  # scores weight states
         self.model, groups = prepare_trainable(model, self._optim)
         self.model.train()
         self._trainable = [p for g in groups for p in g["params"]]
@@ -174,8 +191,8 @@ class OnlineAdapter:
         # the frozen weights never change, so the trainable values identify a training state (LoRA included)
         self._start_values = [p.detach().clone() for p in self._trainable]
         self._published_values = self._start_values
-        self.start_state = _copy_state(deployable_state_dict(self.model))
-        self.published_state = self.start_state
+        self.start = self._current_weights()
+        self.published = self.start
         self._lock = threading.Lock()
         self.camera: PinholeCamera | None = None  # of the original images
         self._network_camera: PinholeCamera | None = None
@@ -306,14 +323,22 @@ class OnlineAdapter:
         self.last_loss = float(loss.detach())
         return self.last_loss
 
-    def candidate_state(self) -> dict[str, torch.Tensor]:
-        """The moving-average weights in the plain model layout (what would be published)."""
+    def candidate(self) -> Weights:
+        """The moving-average weights (what would be published)."""
         with torch.no_grad():
             live = [p.detach().clone() for p in self._trainable]
             self._set_trainable(self._ema)
-            state = _copy_state(deployable_state_dict(self.model))
+            weights = self._current_weights()
             self._set_trainable(live)
-        return state
+        return weights
+
+    def _current_weights(self) -> Weights:
+        return Weights(_copy_state(deployable_state_dict(self.model)),
+                       self.model.scale if isinstance(self.model, ScaledDepth) else 1.0)
+
+    def checkpoint_metadata(self, weights: Weights) -> CheckpointMetadata:
+        """The metadata ``weights`` are published with: the starting checkpoint's, ``max_depth`` times the factor."""
+        return replace(self.metadata, max_depth=self.metadata.max_depth * weights.scale)
 
     @torch.no_grad()
     def _set_trainable(self, values: list[torch.Tensor]) -> None:
@@ -322,21 +347,22 @@ class OnlineAdapter:
 
     # -- guards ----------------------------------------------------------------------------------------------------
 
-    def scoring_model(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-        """A plain model (eval mode) holding weights ``state``, e.g. :attr:`published_state`; reused by every call,
-        so use it from one thread (the training thread)."""
-        self._scorer.load_state_dict(state)
+    @torch.no_grad()
+    def scoring_model(self, weights: Weights) -> torch.nn.Module:
+        """A model (eval mode) that predicts as ``weights`` do, e.g. :attr:`published`; reused by every call, so use
+        it from one thread (the training thread)."""
+        self._scorer.model.load_state_dict(weights.state)
+        self._scorer.log_scale.fill_(math.log(weights.scale))
         return self._scorer
 
     @torch.no_grad()
-    def score(self, state: dict[str, torch.Tensor]) -> Score | None:
-        """Held-out photometric loss and odometry-consistent scale of weights ``state``; None without held-out
-        samples."""
+    def score(self, weights: Weights) -> Score | None:
+        """Held-out photometric loss and odometry-consistent scale of ``weights``; None without held-out samples."""
         with self._lock:
             holdout = list(self.holdout)
         if not holdout:
             return None
-        scorer = self.scoring_model(state)
+        scorer = self.scoring_model(weights)
         batch = {key: torch.stack([s[key] for s in holdout]).to(self.device) for key in holdout[0]}
         depth = depth_scales(scorer(batch["image"]))[0].float()
 
@@ -361,9 +387,9 @@ class OnlineAdapter:
         if self.updates - self._updates_at_check < self.config.min_updates_between_checks or not self.holdout:
             return "waiting"
         self._updates_at_check = self.updates
-        candidate_state = self.candidate_state()
-        candidate, published = self.score(candidate_state), self.score(self.published_state)
-        start = published if self.published_state is self.start_state else self.score(self.start_state)
+        candidate_weights = self.candidate()
+        candidate, published = self.score(candidate_weights), self.score(self.published)
+        start = published if self.published is self.start else self.score(self.start)
         self.start_score, self.published_score = start, published
         if not math.isfinite(candidate.loss) or candidate.loss > start.loss * self.config.divergence_factor:
             self._restore(self._published_values)
@@ -373,26 +399,26 @@ class OnlineAdapter:
         elif candidate.loss < published.loss and \
                 abs(math.log(candidate.scale)) <= abs(math.log(published.scale)) + self.config.scale_tolerance:
             self.replaced_score = published
-            self.published_state, self.published_score = candidate_state, candidate
+            self.published, self.published_score = candidate_weights, candidate
             self._published_values = [v.clone() for v in self._ema]
-            self.publish(candidate_state)
+            self.publish(candidate_weights)
             outcome = "published"
         else:
             outcome = "kept"
         self.counts[outcome] += 1
         return outcome
 
-    def publish(self, state: dict[str, torch.Tensor]) -> Path:
-        """Write ``state`` as ``output_dir/latest.pth`` (atomic; the starting checkpoint's metadata)."""
-        return save_checkpoint(self.output_dir / LATEST, state, self.metadata)
+    def publish(self, weights: Weights) -> Path:
+        """Write ``weights`` as ``output_dir/latest.pth`` (atomic; metadata: :meth:`checkpoint_metadata`)."""
+        return save_checkpoint(self.output_dir / LATEST, weights.state, self.checkpoint_metadata(weights))
 
     def reset(self) -> Path:
         """Back to the starting weights: training state, moving average and published weights; publishes them."""
         self._restore(self._start_values)
-        self.published_state, self.published_score = self.start_state, None
+        self.published, self.published_score = self.start, None
         self._published_values = self._start_values
         self.counts["resets"] += 1
-        return self.publish(self.start_state)
+        return self.publish(self.start)
 
     def _restore(self, values: list[torch.Tensor]) -> None:
         """Training weights and moving average set to ``values``; a fresh optimiser (its moments belong to the

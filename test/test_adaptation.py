@@ -75,13 +75,13 @@ def test_a_moving_camera_gives_samples_updates_and_a_guarded_publish(adapter, dr
     assert all(loss is not None and 0 < loss < 1 for loss in losses)
     outcome = adapter.check()
     assert outcome in ("published", "kept")
-    score = adapter.score(adapter.published_state)
+    score = adapter.score(adapter.published)
     assert math.isfinite(score.loss) and 0.5 <= score.scale <= 2.0
     if outcome == "published":
         assert adapter.published_score.loss < adapter.replaced_score.loss  # better on the same held-out samples
         state, metadata = load_checkpoint(adapter.output_dir / LATEST)
-        assert metadata == adapter.metadata and all(torch.equal(state[k], v) for k, v in
-                                                    adapter.published_state.items())
+        assert metadata == adapter.checkpoint_metadata(adapter.published)
+        assert all(torch.equal(state[k], v) for k, v in adapter.published.state.items())
 
 
 def test_a_diverged_model_is_rolled_back_to_the_published_weights(adapter, drive):
@@ -94,8 +94,8 @@ def test_a_diverged_model_is_rolled_back_to_the_published_weights(adapter, drive
             average.fill_(float("nan"))
     assert adapter.check() == "rolled back" and adapter.counts["rolled back"] == 1
     assert not (adapter.output_dir / LATEST).exists()  # nothing worse was ever published
-    restored = adapter.candidate_state()
-    assert all(torch.equal(restored[k], v) for k, v in adapter.start_state.items())
+    restored = adapter.candidate()
+    assert restored.scale == 1.0 and all(torch.equal(restored.state[k], v) for k, v in adapter.start.state.items())
     assert adapter.update() is not None  # training goes on from the restored weights
 
 
@@ -106,13 +106,13 @@ def test_a_non_finite_loss_rolls_the_training_weights_back(adapter, drive):
         for p in adapter._trainable:
             p.fill_(float("nan"))
     assert adapter.update() is None and adapter.counts["rolled back"] == 1
-    assert all(torch.equal(adapter.candidate_state()[k], v) for k, v in adapter.start_state.items())
+    assert all(torch.equal(adapter.candidate().state[k], v) for k, v in adapter.start.state.items())
 
 
 def test_reset_publishes_the_starting_weights(adapter):
     path = adapter.reset()
     state, _ = load_checkpoint(path)
-    assert all(torch.equal(state[k], v) for k, v in adapter.start_state.items())
+    assert all(torch.equal(state[k], v) for k, v in adapter.start.state.items())
 
 
 def test_config_ranges_are_checked():
@@ -122,24 +122,51 @@ def test_config_ranges_are_checked():
         AdaptationConfig(trainable="everything")
 
 
-def test_odometry_consistent_scale_measures_a_known_scale_error(drive, tmp_path):
-    """The bundled metric model, and the same weights declared with a 1.3x larger max_depth (so every depth is
-    exactly 1.3x too far): the held-out scale ratio must see the factor. Frames 300-371 were not trained on."""
+@pytest.fixture()
+def too_far(tmp_path):
+    """The bundled metric model's weights declared with a 1.3x larger max_depth: every depth exactly 1.3x too far."""
     from dataclasses import replace
 
     from depth_ros.checkpoints import BUNDLED_MODEL, build_model, save_checkpoint
 
     model, metadata = build_model(BUNDLED_MODEL)
-    far = save_checkpoint(tmp_path / "far.safetensors", model, replace(metadata, max_depth=metadata.max_depth * 1.3))
+    return save_checkpoint(tmp_path / "far.safetensors", model, replace(metadata, max_depth=metadata.max_depth * 1.3))
+
+
+def test_odometry_consistent_scale_measures_a_known_scale_error(drive, too_far, tmp_path):
+    """The held-out scale ratio must see the factor between the bundled model and :func:`too_far`. Frames 300-371
+    were not trained on."""
+    from depth_ros.checkpoints import BUNDLED_MODEL
+
     config = AdaptationConfig(min_translation=0.02, holdout_every=2)
     scores = []
-    for checkpoint in (BUNDLED_MODEL, far):
+    for checkpoint in (BUNDLED_MODEL, too_far):
         adapter = OnlineAdapter(checkpoint, tmp_path / "out", config)
         for frame in drive:
             adapter.offer(*frame)
         assert len(adapter.holdout) >= 4
-        scores.append(adapter.score(adapter.published_state))
-    metric, too_far = scores
+        scores.append(adapter.score(adapter.published))
+    metric, far = scores
     assert 0.85 < metric.scale < 1.15  # a metric model: within 15 % of the motion's scale
-    assert too_far.scale / metric.scale == pytest.approx(1.3, rel=0.03)
-    assert too_far.loss > metric.loss
+    assert far.scale / metric.scale == pytest.approx(1.3, rel=0.03)
+    assert far.loss > metric.loss
+
+
+def test_the_scale_group_corrects_a_scale_error_and_publishes_it_in_max_depth(drive, too_far, tmp_path):
+    """Default ``trainable: scale``: updates on real frames pull the too-far model's factor down until the held-out
+    scale ratio is near 1; the published checkpoint holds the same weights with ``max_depth`` times the factor."""
+    config = AdaptationConfig(min_translation=0.02, holdout_every=2, lr=0.05, min_updates_between_checks=20)
+    adapter = OnlineAdapter(too_far, tmp_path / "out", config)
+    for frame in drive:
+        adapter.offer(*frame)
+    start = adapter.score(adapter.start)
+    assert start.scale > 1.1
+    for _ in range(20):
+        assert adapter.update() is not None
+    assert adapter.check() == "published"
+    published = adapter.published_score
+    assert abs(math.log(published.scale)) < abs(math.log(start.scale)) / 3 and published.loss < start.loss
+    assert adapter.published.scale == pytest.approx(published.scale / start.scale, rel=0.05)
+    state, metadata = load_checkpoint(adapter.output_dir / LATEST)
+    assert metadata.max_depth == pytest.approx(adapter.metadata.max_depth * adapter.published.scale)
+    assert all(torch.equal(state[k], v) for k, v in adapter.start.state.items())  # structure untouched

@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -419,6 +420,32 @@ def test_parameter_subsets_train_only_their_part_and_save_the_plain_layout(train
         assert all(k.endswith("bias") or "norm" in k for k in changed)
     else:
         assert all(k.startswith("pretrained.") and k.endswith("weight") for k in changed)
+
+
+def test_the_scale_group_learns_one_factor_that_the_saved_checkpoint_reproduces(tmp_path):
+    torch.manual_seed(0)
+    model = trainable.build_training_model(training_config.ModelConfig("vits", 6.0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    image = torch.randn(1, 3, 42, 42)
+    with torch.no_grad():
+        start = model.eval()(image)
+    scaled, groups = trainable.prepare_trainable(model, training_config.OptimConfig(trainable="scale", lr=0.1))
+    assert [p for g in groups for p in g["params"]] == [scaled.log_scale]
+    optimizer = trainable.build_optimizer(groups, training_config.OptimConfig(lr=0.1, weight_decay=0.0))
+    scaled.train()
+    for _ in range(3):  # pull the depth up: the factor grows ~10 % per step
+        (-scaled(image).mean()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert scaled.scale == pytest.approx(math.exp(0.3), rel=0.02)
+    state = trainable.deployable_state_dict(scaled)
+    assert set(state) == set(before) and all(torch.equal(before[k], state[k]) for k in before)  # weights fixed
+    metadata = trainable.deployable_metadata(scaled, CheckpointMetadata("vits", "metric", 6.0, 42))
+    assert metadata.max_depth == pytest.approx(6.0 * scaled.scale)
+    estimator = DepthEstimator.from_checkpoint(save_checkpoint(tmp_path / "scaled.pth", state, metadata), device="cpu")
+    with torch.no_grad():
+        reloaded = estimator.model(image)
+    torch.testing.assert_close(reloaded, start * scaled.scale, rtol=1e-5, atol=1e-6)
 
 
 def test_photometric_run_on_a_bag_without_depth_uses_odometry_and_tf_static(shared_data, tmp_path):

@@ -25,7 +25,7 @@ from depth_ros.estimator import PRECISIONS
 from depth_ros.metrics import CROPS
 from depth_ros.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture
 
-TRAINABLE = ("full", "head", "norms_biases", "lora")
+TRAINABLE = ("full", "head", "norms_biases", "lora", "scale")
 
 
 class ConfigError(ValueError):
@@ -119,10 +119,12 @@ class OptimConfig:
     ``poly`` (power ``poly_power``, to 0) or ``cosine``, after ``warmup_steps`` of linear warm-up. A step is one
     optimiser update of ``batch_size * grad_accum_steps`` samples (per process).
 
-    ``trainable`` selects what is updated (:func:`depth_ros.learning.trainable.trainable_groups`): ``full`` (all
+    ``trainable`` selects what is updated (:func:`depth_ros.learning.trainable.prepare_trainable`): ``full`` (all
     weights), ``head`` (the decoder only), ``norms_biases`` (normalisation weights and all biases) or ``lora``
     (low-rank adapters on the encoder's attention and MLP layers, peft, rank ``lora_rank``, scale ``lora_alpha``;
-    the adapters are merged into the weights in every saved checkpoint). ``clip_grad_norm`` None disables clipping.
+    the adapters are merged into the weights in every saved checkpoint) or ``scale`` (one global depth scale factor,
+    the weights fixed: saved checkpoints keep the weights and carry the factor in ``max_depth``). ``clip_grad_norm``
+    None disables clipping.
     """
 
     epochs: int = 10

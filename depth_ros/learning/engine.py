@@ -45,6 +45,7 @@ from depth_ros.learning.trainable import (
     build_scheduler,
     build_training_model,
     cfg_metadata,
+    deployable_metadata,
     deployable_state_dict,
     prepare_trainable,
 )
@@ -331,7 +332,7 @@ class TrainingRun:
             return None
         model = self.accelerator.unwrap_model(self.model)
         if not self.labelled:
-            save_checkpoint(self.out / BEST, deployable_state_dict(model), self.metadata)
+            save_checkpoint(self.out / BEST, deployable_state_dict(model), deployable_metadata(model, self.metadata))
             return None
         metrics = validate(model, self.metadata, self.source, self.val_indices, self.cfg, self.accelerator.device)
         step = self.progress.step
@@ -342,7 +343,7 @@ class TrainingRun:
         self.summary["final"] = dict(metrics, step=step)
         if metrics["abs_rel"] < self.progress.best_abs_rel:
             self.progress.best_abs_rel = metrics["abs_rel"]
-            save_checkpoint(self.out / BEST, deployable_state_dict(model), self.metadata)
+            save_checkpoint(self.out / BEST, deployable_state_dict(model), deployable_metadata(model, self.metadata))
             self.summary["best"] = dict(metrics, step=step)
         self.write_summary()
         return metrics

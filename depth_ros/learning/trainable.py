@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 
 import torch
 
@@ -56,6 +57,41 @@ def cfg_metadata(cfg: ModelConfig, input_size: int | None = None, train_focal_px
                               architecture=cfg.architecture)
 
 
+class ScaledDepth(torch.nn.Module):
+    """A depth network whose every output (each scale of a multi-scale model) is multiplied by ``exp(log_scale)``,
+    one learnable scalar: the ``scale`` parameter group, which corrects a global metric scale error (a camera or
+    building the model's scale does not fit) and cannot change the structure of the depth maps.
+
+    Both architectures output ``sigmoid(x) * max_depth``, so the factor folds exactly into the checkpoint's
+    ``max_depth`` (:func:`deployable_metadata`); the weights stay as they are.
+
+    Args:
+        model: the network, (B, 3, H, W) -> (B, H, W) metres; it stays in eval mode.
+        scale: starting factor (> 0).
+    """
+
+    def __init__(self, model: torch.nn.Module, scale: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.log_scale = torch.nn.Parameter(torch.tensor(float(scale)).log())
+
+    def train(self, mode: bool = True) -> ScaledDepth:
+        """The factor trains; the fixed network always runs as deployed (eval mode: what depth_node publishes)."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        out = self.model(x)
+        factor = self.log_scale.exp()
+        return [o * factor for o in out] if isinstance(out, list) else out * factor
+
+    @property
+    def scale(self) -> float:
+        """The current factor."""
+        return float(self.log_scale.detach().exp())
+
+
 def _split(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     """(encoder, head) submodules of a Depth Anything V2 model; None for a network trained as one (PackNet)."""
     if hasattr(model, "pretrained") and hasattr(model, "depth_head"):
@@ -71,7 +107,9 @@ def prepare_trainable(model: torch.nn.Module, cfg: OptimConfig) -> tuple[torch.n
     only; ``norms_biases``: LayerNorm/GroupNorm/BatchNorm weights and every bias (a few tenths of a percent of the
     weights; cheap and hard to over-fit, as in BitFit, Ben Zaken et al. 2022); ``lora``: peft LoRA adapters on
     :data:`LORA_TARGETS` of the encoder, head frozen (the returned model is then a peft model;
-    :func:`deployable_state_dict` merges the adapters).
+    :func:`deployable_state_dict` merges the adapters); ``scale``: every weight frozen, one global depth factor
+    learnt (the returned model is a :class:`ScaledDepth`; :func:`deployable_metadata` folds the factor into
+    ``max_depth``). The factor sees ``lr`` as a step in log scale: Adam moves it about ``lr`` (relative) per step.
 
     Returns:
         (model to optimise, AdamW parameter groups with ``lr`` set).
@@ -94,6 +132,12 @@ def prepare_trainable(model: torch.nn.Module, cfg: OptimConfig) -> tuple[torch.n
         model = get_peft_model(model, lora)
         params = [p for p in model.parameters() if p.requires_grad]
         return model, [{"params": params, "lr": lr}]
+    if cfg.trainable == "scale":
+        model.requires_grad_(False)
+        model = ScaledDepth(model)
+        log.info("training scale: 1 global depth factor, the %d weights fixed",
+                 sum(p.numel() for p in model.model.parameters()))
+        return model, [{"params": [model.log_scale], "lr": lr}]
     if cfg.trainable == "full":
         chosen = {id(p) for p in model.parameters()}
     elif cfg.trainable == "head":
@@ -113,13 +157,29 @@ def prepare_trainable(model: torch.nn.Module, cfg: OptimConfig) -> tuple[torch.n
     return model, [g for g in groups if g["params"]]
 
 
-def deployable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights in the plain model layout (LoRA adapters merged into a copy; compile/DDP wrappers removed)."""
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` without compile/DDP wrappers."""
     module = getattr(model, "_orig_mod", model)
-    module = getattr(module, "module", module)
+    return getattr(module, "module", module)
+
+
+def deployable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights in the plain model layout (LoRA adapters merged into a copy; compile/DDP and
+    :class:`ScaledDepth` wrappers removed: save them with :func:`deployable_metadata`)."""
+    module = _unwrapped(model)
+    module = module.model if isinstance(module, ScaledDepth) else module
     if hasattr(module, "merge_and_unload"):  # a peft model
         module = copy.deepcopy(module).merge_and_unload()
     return module.state_dict()
+
+
+def deployable_metadata(model: torch.nn.Module, metadata: CheckpointMetadata) -> CheckpointMetadata:
+    """The metadata to save :func:`deployable_state_dict` with: ``metadata``, with ``max_depth`` times the learnt
+    factor of a :class:`ScaledDepth` model (the same depth maps from the plain weights)."""
+    module = _unwrapped(model)
+    if not isinstance(module, ScaledDepth):
+        return metadata
+    return replace(metadata, max_depth=metadata.max_depth * module.scale)
 
 
 def build_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:

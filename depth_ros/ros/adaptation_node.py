@@ -101,8 +101,10 @@ class AdaptationNodeConfig(ParameterTable):
     holdout_every: int = _param(8, "Every n-th sample is held out for the guards.")
     holdout_size: int = _param(8, "Held-out samples kept (the newest).")
     batch_size: int = _param(4, "Samples per update: the newest plus replayed ones.")
-    trainable: str = _param("norms_biases", "What adapts: full, head, norms_biases or lora (as the trainers).")
-    lr: float = _param(1e-4, "Learning rate (the head gets 10x).")
+    trainable: str = _param("scale", "What adapts, as the trainers: scale (one global depth factor, weights "
+                                     "fixed), norms_biases, head, lora or full.")
+    lr: float = _param(1e-2, "Learning rate: a log-scale step for scale (1e-2: ~1 % per update); ~1e-4 for the "
+                             "weight groups (the head gets 10x).")
     ema_decay: float = _param(0.9, "Weight of the old average per update in the published moving average.")
     check_every: int = _param(10, "Updates between two guarded publish attempts.")
     divergence_factor: float = _param(1.5, "Roll back when held-out loss exceeds the start's by this factor.")
@@ -344,7 +346,7 @@ class AdaptationNode(Node):
         with self._lock:
             references = list(self._references)
         if references:
-            estimator = DepthEstimator(self.adapter.scoring_model(self.adapter.published_state),
+            estimator = DepthEstimator(self.adapter.scoring_model(self.adapter.published),
                                        self.adapter.metadata, device=str(self.adapter.device))
             scores = []
             for rgb, reference, fx in references:
