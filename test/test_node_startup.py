@@ -46,3 +46,34 @@ def test_bad_start_up_exits_with_one_clear_line(checkpoints, checkpoint, args, m
     fatal = [line for line in lines if "[FATAL]" in line]
     assert len(fatal) == 1 and message in fatal[0] and "cannot start" in fatal[0], lines
     assert "Traceback" not in result.stderr
+
+
+ADAPTATION_SCRIPT = Path(sys.executable).with_name("adaptation_node")
+
+
+def _tf2_ros_missing() -> bool:
+    try:
+        import tf2_ros  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "pose_source:=gps"], "parameter 'pose_source' must be one of odom, tf (got 'gps')"),
+        pytest.param(["-p", "pose_source:=tf"], "parameter 'pose_source' tf needs tf2_ros",
+                     marks=pytest.mark.skipif(not _tf2_ros_missing(), reason="tf2_ros is installed here")),
+    ],
+)
+def test_adaptation_node_bad_pose_source_exits_with_one_clear_line(tmp_path, args, message):
+    start = random_checkpoint(tmp_path / "start.pth", input_size=42)
+    args = [str(ADAPTATION_SCRIPT), "--ros-args", "-r", "__ns:=/startup", "-p", f"checkpoint:={start}",
+            "-p", f"output_dir:={tmp_path / 'out'}", "-p", "depth_node_name:=''", *args]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, RCUTILS_COLORIZED_OUTPUT="0"))
+    assert result.returncode == 1, result.stderr
+    fatal = [line for line in (result.stdout + result.stderr).splitlines() if "[FATAL]" in line]
+    assert len(fatal) == 1 and message in fatal[0], result.stdout + result.stderr
+    assert "Traceback" not in result.stderr

@@ -2,9 +2,11 @@
 
 Topics (relative names, the namespace conventions of depth_node):
 
-- in: ``image`` (sensor_msgs/Image) or, with ``use_compressed``, ``image/compressed``; ``camera_info``; ``odom``
-  (nav_msgs/Odometry: the base's pose in the odometry frame, REP 105); ``/tf_static`` (tf2_msgs/TFMessage, where a
-  ROS distro provides the type) for the base -> camera extrinsic, else the ``camera_to_base`` parameter; with
+- in: ``image`` (sensor_msgs/Image) or, with ``use_compressed``, ``image/compressed``; ``camera_info``; the pose
+  source: with ``pose_source: odom`` (default) ``odom`` (nav_msgs/Odometry: the base's pose in the odometry frame,
+  REP 105) and ``/tf_static`` (tf2_msgs/TFMessage, where a ROS distro provides the type) for the base -> camera
+  extrinsic, else the ``camera_to_base`` parameter; with ``pose_source: tf``, tf2 alone (tf2_ros, a ROS distro):
+  the transform ``fixed_frame`` -> the image's frame at the image stamp; with
   ``use_reference_depth``, ``reference_depth`` (32FC1 / 16UC1 registered depth, for a live AbsRel only: it is never
   trained on).
 - out: ``/diagnostics``; files: ``output_dir/latest.pth`` (the last published weights, an ordinary checkpoint);
@@ -15,9 +17,11 @@ Topics (relative names, the namespace conventions of depth_node):
 The camera pose of an image is ``T_odom_base(t) @ T_base_camera``, with the odometry interpolated at the image stamp
 (linear translation, slerp rotation; :class:`~depth_ros.geometry.transform.PoseTrajectory`). An image waits for the
 odometry after its stamp (at most ``odom_tolerance`` s beyond the newest odometry sample); one without odometry
-around its stamp is rejected and counted. The learning itself is :class:`depth_ros.adaptation.OnlineAdapter`
-(keyframes, replay, guards); it runs in a background thread at most ``max_updates_per_second`` times per second
-with ``threads`` torch threads, so a depth_node on the same machine keeps its rate.
+around its stamp is rejected and counted. With ``pose_source: tf`` it is tf2's ``T_fixed_camera`` at the stamp (tf2
+interpolates); an image waits until tf2 can give it, and is rejected once a later image's pose is known. The
+learning itself is :class:`depth_ros.adaptation.OnlineAdapter` (keyframes, replay, guards); it runs in a background
+thread at most ``max_updates_per_second`` times per second with ``threads`` torch threads, so a depth_node on the
+same machine keeps its rate.
 
 Parameters: :class:`AdaptationNodeConfig` (documented in config/adaptation.yaml).
 """
@@ -62,7 +66,8 @@ from depth_ros.ros.throttle import ThrottledLog
 
 ODOM_HISTORY = 10.0  # s of odometry kept for interpolation
 TIME_JUMP = 1.0  # s; odometry going back further than this restarts the history (a looped bag), less is rejected
-PENDING_IMAGES = 30  # images waiting for odometry after their stamp
+PENDING_IMAGES = 30  # images waiting for odometry (or tf2) after their stamp
+POSE_SOURCES = ("odom", "tf")
 REFERENCE_FRAMES = 4  # frames with reference depth kept for the live AbsRel of the published model
 REFERENCE_MIN_DEPTH = 0.1  # m; reference depth below it is not scored (depth_node's default min_depth)
 
@@ -87,6 +92,10 @@ class AdaptationNodeConfig(ParameterTable):
         "raw", "reference_depth transport: raw (Image 32FC1 m / 16UC1 mm) or compressedDepth (image_transport, "
         "reference_depth/compressedDepth).")
     use_rectified: bool = _param(True, "Intrinsics from CameraInfo P (rectified images) instead of K.")
+    pose_source: str = _param(
+        "odom", "Camera poses from odom (the odom topic + the camera extrinsic) or tf (tf2 alone: fixed_frame -> "
+        "the image's frame; needs tf2_ros, i.e. a ROS 2 distro).")
+    fixed_frame: str = _param("odom", "pose_source tf: the frame the camera poses are taken in (REP 105 odom).")
     camera_to_base: tuple = _param(
         DEFAULT_CAMERA_TO_BASE, "[x, y, z, roll, pitch, yaw] (m, rad) of the camera optical frame in the odometry "
         "child frame, used when /tf_static has no transform chain for it.")
@@ -126,6 +135,8 @@ class AdaptationNodeConfig(ParameterTable):
             (self.input_size >= 0, "input_size", "must be 0 (the checkpoint's) or a positive number of px"),
             (len(self.camera_to_base) == 6, "camera_to_base", "must be [x, y, z, roll, pitch, yaw]"),
             (self.odom_tolerance > 0, "odom_tolerance", "must be > 0 s"),
+            (self.pose_source in POSE_SOURCES, "pose_source", f"must be one of {', '.join(POSE_SOURCES)}"),
+            (self.fixed_frame != "", "fixed_frame", "must name a frame"),
             (0 < self.max_updates_per_second <= 100, "max_updates_per_second", "must be in (0, 100] Hz"),
             (self.diagnostics_period >= 0.1, "diagnostics_period", "must be >= 0.1 s"),
             (self.trainable in TRAINABLE, "trainable", f"must be one of {', '.join(TRAINABLE)}"),
@@ -139,6 +150,40 @@ class AdaptationNodeConfig(ParameterTable):
             self.adaptation()
         except ValueError as error:
             raise ConfigError(str(error)) from None
+
+
+def _tf_buffer(node: Node):
+    """(tf2_ros Buffer, the TransformListener on ``node`` that fills it), for ``pose_source: tf``.
+
+    Raises:
+        ConfigError: tf2_ros is not installed (pip installs have no wheel; use ``pose_source: odom``).
+    """
+    try:
+        import tf2_ros
+    except ImportError:
+        raise ConfigError("parameter 'pose_source' tf needs tf2_ros, which comes with a ROS 2 distro (not with "
+                          "pip); use pose_source odom with the odom topic and camera_to_base") from None
+    buffer = tf2_ros.Buffer()
+    return buffer, tf2_ros.TransformListener(buffer, node)
+
+
+def tf_camera_pose(buffer, fixed_frame: str, camera_frame: str, stamp_nanoseconds: int) -> np.ndarray:
+    """``T_fixed_camera``: the (4, 4) float64 pose of ``camera_frame`` (the image's optical frame) in ``fixed_frame``
+    at the image stamp, from a tf2_ros Buffer (``lookup_transform(target=fixed_frame, source=camera_frame, time)``
+    maps camera coordinates to fixed-frame ones; tf2 interpolates between its samples).
+
+    Raises:
+        PoseLookupError: tf2 cannot give the transform at that time (any tf2 lookup, connectivity or
+            extrapolation error).
+    """
+    from rclpy.time import Time
+
+    try:
+        transform = buffer.lookup_transform(fixed_frame, camera_frame, Time(nanoseconds=stamp_nanoseconds))
+    except Exception as error:  # tf2_ros.TransformException and its kinds: no pose for this image
+        raise PoseLookupError(f"tf2 has no {fixed_frame} -> {camera_frame} at {stamp_nanoseconds * 1e-9:.3f} s: "
+                              f"{error}") from None
+    return pose_msg_to_matrix(transform)
 
 
 @dataclass
@@ -180,8 +225,10 @@ class AdaptationNode(Node):
         image_type, image_topic = (CompressedImage, "image/compressed") if config.use_compressed else (Image, "image")
         self.create_subscription(image_type, image_topic, self._on_image, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
-        self.create_subscription(Odometry, "odom", self._on_odom, QoSProfile(depth=100))
-        self._subscribe_tf_static()
+        self._tf, self._tf_listener = _tf_buffer(self) if config.pose_source == "tf" else (None, None)
+        if self._tf is None:
+            self.create_subscription(Odometry, "odom", self._on_odom, QoSProfile(depth=100))
+            self._subscribe_tf_static()
         if config.use_reference_depth:
             self.create_subscription(*depth_subscription(config.reference_transport, "reference_depth"),
                                      self._on_reference, qos_profile_sensor_data)
@@ -259,17 +306,37 @@ class AdaptationNode(Node):
         self._resolve_pending()
 
     def _resolve_pending(self) -> None:
-        """Offer every waiting image whose stamp the odometry now reaches; later ones wait for newer odometry."""
+        """Offer every waiting image whose stamp the pose source now reaches; later ones wait for newer poses."""
         while True:
             with self._lock:
-                if not self._pending or not self._odom or self._pending[0].stamp > self._odom[-1][0]:
+                if not self._pending:
+                    return
+                if self._tf is not None:
+                    if not self._tf_ready(self._pending[0]):
+                        if not self._tf_ready(self._pending[-1]):
+                            return
+                        # tf2 knows a later image's pose but never this one's (a gap, or older than its cache)
+                        image = self._pending.popleft()
+                        self.adapter.counts["rejected: no pose"] += 1
+                        self._log.warning("no pose", f"dropping image at {image.stamp:.3f} s: tf2 has no "
+                                                     f"{self.config.fixed_frame} -> {image.msg.header.frame_id}")
+                        continue
+                elif not self._odom or self._pending[0].stamp > self._odom[-1][0]:
                     return
                 image = self._pending.popleft()
                 odom = list(self._odom)
             self._offer(image, odom)
 
+    def _tf_ready(self, image: _PendingImage) -> bool:
+        from rclpy.time import Time
+
+        return self._tf.can_transform(self.config.fixed_frame, image.msg.header.frame_id,
+                                      Time(nanoseconds=stamp_ns(image.msg.header)))
+
     def _camera_pose(self, stamp: float, odom: list[tuple[float, np.ndarray]], frame_id: str) -> np.ndarray:
-        """``T_odom_camera`` at ``stamp``. Raises PoseLookupError without odometry around it."""
+        """``T_odom_camera`` at ``stamp`` (tf2: ``T_fixed_camera``). Raises PoseLookupError without a pose there."""
+        if self._tf is not None:
+            return tf_camera_pose(self._tf, self.config.fixed_frame, frame_id, round(stamp * 1e9))
         trajectory = PoseTrajectory([s for s, _ in odom], [m for _, m in odom], "odom", "base",
                                     tolerance=self.config.odom_tolerance, max_gap=0.5)
         with self._lock:
@@ -292,8 +359,8 @@ class AdaptationNode(Node):
         try:
             pose = self._camera_pose(image.stamp, odom, msg.header.frame_id)
         except PoseLookupError as error:
-            self.adapter.counts["rejected: no odometry"] += 1
-            self._log.warning("no odometry", f"dropping image: {error}")
+            self.adapter.counts["rejected: no odometry" if self._tf is None else "rejected: no pose"] += 1
+            self._log.warning("no pose", f"dropping image: {error}")
             return
         outcome = self.adapter.offer(rgb, camera, pose, image.stamp)
         if outcome.startswith("rejected"):
