@@ -126,6 +126,25 @@ class _Keyframe:
 
 
 @dataclass(frozen=True)
+class _Sample:
+    """A training sample as kept in the replay buffer: network-size RGB as uint8 (a quarter of the float32 tensors it
+    becomes, :meth:`tensors`) and the camera poses (``T_world_camera``)."""
+
+    target: np.ndarray  # (h, w, 3) uint8
+    sources: tuple[np.ndarray, ...]  # S images like target
+    target_pose: np.ndarray  # (4, 4)
+    source_poses: np.ndarray  # (S, 4, 4)
+
+    def tensors(self, preprocessing) -> dict[str, torch.Tensor]:
+        """The :func:`~depth_ros.data.posed.pack_sample` layout of the sample."""
+        def rgb(image):
+            return image.astype(np.float32) / 255.0
+
+        return pack_sample(rgb(self.target), [rgb(s) for s in self.sources], self.target_pose, self.source_poses,
+                           preprocessing)
+
+
+@dataclass(frozen=True)
 class Weights:
     """One state of the adapted model: the plain network weights and a global depth factor (the ``scale`` group's
     learnt factor; 1 for the other groups). Published as the weights with ``max_depth`` times ``scale``.
@@ -198,9 +217,9 @@ class OnlineAdapter:
         self._network_camera: PinholeCamera | None = None
         self._last: _Keyframe | None = None  # last accepted frame
         self._chain: deque[_Keyframe] = deque(maxlen=3)
-        self.replay: list[dict[str, torch.Tensor]] = []
-        self.holdout: deque[dict[str, torch.Tensor]] = deque(maxlen=config.holdout_size)
-        self._newest: dict[str, torch.Tensor] | None = None  # the latest sample, in every update's batch
+        self.replay: list[_Sample] = []
+        self.holdout: deque[_Sample] = deque(maxlen=config.holdout_size)
+        self._newest: _Sample | None = None  # the latest sample, in every update's batch
         self._rng = np.random.default_rng(0)
         self.counts = Counter()
         self.samples_seen = 0
@@ -268,11 +287,18 @@ class OnlineAdapter:
         self._add_sample(self._sample(*self._chain))
         return "sample"
 
-    def _sample(self, before: _Keyframe, target: _Keyframe, after: _Keyframe) -> dict[str, torch.Tensor]:
-        return pack_sample(target.rgb, [before.rgb, after.rgb], target.pose, np.stack([before.pose, after.pose]),
-                           self.metadata.preprocessing)
+    def _sample(self, before: _Keyframe, target: _Keyframe, after: _Keyframe) -> _Sample:
+        def compact(rgb):
+            return np.round(rgb * 255.0).astype(np.uint8)
 
-    def _add_sample(self, sample: dict[str, torch.Tensor]) -> None:
+        return _Sample(compact(target.rgb), (compact(before.rgb), compact(after.rgb)), target.pose,
+                       np.stack([before.pose, after.pose]))
+
+    def _batch(self, samples: list[_Sample]) -> dict[str, torch.Tensor]:
+        tensors = [s.tensors(self.metadata.preprocessing) for s in samples]
+        return {key: torch.stack([t[key] for t in tensors]).to(self.device) for key in tensors[0]}
+
+    def _add_sample(self, sample: _Sample) -> None:
         with self._lock:
             self.samples_seen += 1
             if self.samples_seen % self.config.holdout_every == 0:
@@ -303,7 +329,7 @@ class OnlineAdapter:
                 return None
             picks = self._rng.choice(len(self.replay), self.config.batch_size - 1, replace=False).tolist()
             samples = [self._newest] + [self.replay[i] for i in picks]
-        batch = {key: torch.stack([s[key] for s in samples]).to(self.device) for key in samples[0]}
+        batch = self._batch(samples)
         loss, _ = photometric_loss(self.model, batch, self._network_camera, self._objective)
         if not torch.isfinite(loss):  # the training weights diverged: back to the last published ones
             self.counts["non-finite loss"] += 1
@@ -363,7 +389,7 @@ class OnlineAdapter:
         if not holdout:
             return None
         scorer = self.scoring_model(weights)
-        batch = {key: torch.stack([s[key] for s in holdout]).to(self.device) for key in holdout[0]}
+        batch = self._batch(holdout)
         depth = depth_scales(scorer(batch["image"]))[0].float()
 
         def loss_at(log_factor: float) -> float:
