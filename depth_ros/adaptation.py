@@ -165,7 +165,7 @@ class Score:
     Attributes:
         loss: mean photometric loss (lower is better).
         scale: odometry-consistent scale ratio: predicted depth / the depth that best explains the metric motion
-            (1 is metric; 1.3 means 30 % too far).
+            (1 is metric; 1.3 means 30 % too far); NaN when not searched.
     """
 
     loss: float
@@ -382,8 +382,9 @@ class OnlineAdapter:
         return self._scorer
 
     @torch.no_grad()
-    def score(self, weights: Weights) -> Score | None:
-        """Held-out photometric loss and odometry-consistent scale of ``weights``; None without held-out samples."""
+    def score(self, weights: Weights, search_scale: bool = True) -> Score | None:
+        """Held-out photometric loss and odometry-consistent scale of ``weights`` (NaN without ``search_scale``,
+        which saves ~12 loss evaluations); None without held-out samples."""
         with self._lock:
             holdout = list(self.holdout)
         if not holdout:
@@ -401,6 +402,8 @@ class OnlineAdapter:
         loss = loss_at(0.0)
         if not math.isfinite(loss):
             return Score(loss=math.nan, scale=1.0)
+        if not search_scale:
+            return Score(loss=loss, scale=math.nan)
         # Brent's bounded search (scipy) for the factor that best explains the metric motion: ~12 evaluations
         search = minimize_scalar(loss_at, bounds=tuple(math.log(b) for b in SCALE_SEARCH), method="bounded",
                                  options={"xatol": SCALE_TOLERANCE})
@@ -415,7 +418,8 @@ class OnlineAdapter:
         self._updates_at_check = self.updates
         candidate_weights = self.candidate()
         candidate, published = self.score(candidate_weights), self.score(self.published)
-        start = published if self.published is self.start else self.score(self.start)
+        # the start only bounds divergence: its loss is enough
+        start = published if self.published is self.start else self.score(self.start, search_scale=False)
         self.start_score, self.published_score = start, published
         if not math.isfinite(candidate.loss) or candidate.loss > start.loss * self.config.divergence_factor:
             self._restore(self._published_values)
