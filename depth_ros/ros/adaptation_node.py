@@ -42,6 +42,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
@@ -176,8 +177,6 @@ def tf_camera_pose(buffer, fixed_frame: str, camera_frame: str, stamp_nanosecond
         PoseLookupError: tf2 cannot give the transform at that time (any tf2 lookup, connectivity or
             extrapolation error).
     """
-    from rclpy.time import Time
-
     try:
         transform = buffer.lookup_transform(fixed_frame, camera_frame, Time(nanoseconds=stamp_nanoseconds))
     except Exception as error:  # tf2_ros.TransformException and its kinds: no pose for this image
@@ -328,15 +327,15 @@ class AdaptationNode(Node):
             self._offer(image, odom)
 
     def _tf_ready(self, image: _PendingImage) -> bool:
-        from rclpy.time import Time
-
         return self._tf.can_transform(self.config.fixed_frame, image.msg.header.frame_id,
                                       Time(nanoseconds=stamp_ns(image.msg.header)))
 
-    def _camera_pose(self, stamp: float, odom: list[tuple[float, np.ndarray]], frame_id: str) -> np.ndarray:
-        """``T_odom_camera`` at ``stamp`` (tf2: ``T_fixed_camera``). Raises PoseLookupError without a pose there."""
+    def _camera_pose(self, image: _PendingImage, odom: list[tuple[float, np.ndarray]]) -> np.ndarray:
+        """``T_odom_camera`` of ``image`` at its stamp (tf2: ``T_fixed_camera``). Raises PoseLookupError without a
+        pose there."""
+        frame_id, stamp = image.msg.header.frame_id, image.stamp
         if self._tf is not None:
-            return tf_camera_pose(self._tf, self.config.fixed_frame, frame_id, round(stamp * 1e9))
+            return tf_camera_pose(self._tf, self.config.fixed_frame, frame_id, stamp_ns(image.msg.header))
         trajectory = PoseTrajectory([s for s, _ in odom], [m for _, m in odom], "odom", "base",
                                     tolerance=self.config.odom_tolerance, max_gap=0.5)
         with self._lock:
@@ -357,7 +356,7 @@ class AdaptationNode(Node):
                                              f"{rgb.shape[0]}")
             return
         try:
-            pose = self._camera_pose(image.stamp, odom, msg.header.frame_id)
+            pose = self._camera_pose(image, odom)
         except PoseLookupError as error:
             self.adapter.counts["rejected: no odometry" if self._tf is None else "rejected: no pose"] += 1
             self._log.warning("no pose", f"dropping image: {error}")
