@@ -45,6 +45,7 @@ from depth_ros.learning.objectives import photometric_loss
 from depth_ros.learning.trainable import ScaledDepth, build_optimizer, deployable_state_dict, prepare_trainable
 from depth_ros.losses import self_supervised_loss
 from depth_ros.models import depth_scales
+from depth_ros.published_depth import depth_factor
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class _Sample:
 @dataclass(frozen=True)
 class Weights:
     """One state of the adapted model: the plain network weights and a global depth factor (the ``scale`` group's
-    learnt factor; 1 for the other groups). Published as the weights with ``max_depth`` times ``scale``.
+    learnt factor; 1 for the other groups). Published as the weights with the metadata's ``scale`` times it.
 
     Attributes:
         state: the network's state dict (plain model layout, CPU tensors).
@@ -330,7 +331,8 @@ class OnlineAdapter:
             picks = self._rng.choice(len(self.replay), self.config.batch_size - 1, replace=False).tolist()
             samples = [self._newest] + [self.replay[i] for i in picks]
         batch = self._batch(samples)
-        loss, _ = photometric_loss(self.model, batch, self._network_camera, self._objective)
+        loss, _ = photometric_loss(self.model, batch, self._network_camera, self._objective,
+                                   depth_factor=self._published_factor())
         if not torch.isfinite(loss):  # the training weights diverged: back to the last published ones
             self.counts["non-finite loss"] += 1
             self.counts["rolled back"] += 1
@@ -363,8 +365,13 @@ class OnlineAdapter:
                        self.model.scale if isinstance(self.model, ScaledDepth) else 1.0)
 
     def checkpoint_metadata(self, weights: Weights) -> CheckpointMetadata:
-        """The metadata ``weights`` are published with: the starting checkpoint's, ``max_depth`` times the factor."""
-        return replace(self.metadata, max_depth=self.metadata.max_depth * weights.scale)
+        """The metadata ``weights`` are published with: the starting checkpoint's, its ``scale`` times the factor."""
+        return replace(self.metadata, scale=self.metadata.scale * weights.scale)
+
+    def _published_factor(self) -> float:
+        """Network output -> the depth depth_node publishes for this camera (learnt scale of the start, focal ratio
+        at network input; :func:`depth_ros.published_depth.depth_factor`): the loss and the guard see exactly that."""
+        return depth_factor(self.metadata, self._network_camera.fx)
 
     @torch.no_grad()
     def _set_trainable(self, values: list[torch.Tensor]) -> None:
@@ -391,7 +398,7 @@ class OnlineAdapter:
             return None
         scorer = self.scoring_model(weights)
         batch = self._batch(holdout)
-        depth = depth_scales(scorer(batch["image"]))[0].float()
+        depth = depth_scales(scorer(batch["image"]))[0].float() * self._published_factor()
 
         def loss_at(log_factor: float) -> float:
             loss = float(self_supervised_loss(batch["target"], batch["sources"], [depth * math.exp(log_factor)],

@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -73,10 +74,13 @@ class CheckpointMetadata:
             when unknown (no focal correction is then possible).
         architecture: a key of :data:`depth_ros.models.ARCHITECTURES`; files written before this field existed
             are Depth Anything V2.
+        scale: learnt global depth factor (``trainable: scale``, the online adaptation) applied to the network's
+            output; files written before this field existed have 1. The head's range stays ``max_depth``; published
+            depth is :func:`depth_ros.published_depth.depth_factor` times the network output.
 
     Raises:
-        ValueError: unknown architecture, encoder or head, max_depth <= 0, or an input size that breaks the
-            architecture's size rule.
+        ValueError: unknown architecture, encoder or head, max_depth <= 0, a scale that is not finite and > 0, or an
+            input size that breaks the architecture's size rule.
     """
 
     encoder: str
@@ -85,11 +89,14 @@ class CheckpointMetadata:
     input_size: int | None = None
     train_focal_px: float | None = None
     architecture: str = DEFAULT_ARCHITECTURE
+    scale: float = 1.0
 
     def __post_init__(self):
         preprocessing = get_architecture(self.architecture, self.encoder, self.head).preprocessing
         if not self.max_depth > 0:
             raise ValueError(f"max_depth must be > 0 m, got {self.max_depth}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be a finite factor > 0, got {self.scale}")
         if self.input_size is None:
             object.__setattr__(self, "input_size", preprocessing.input_size)
         preprocessing.network_size(self.input_size, self.input_size, self.input_size)  # validates the size

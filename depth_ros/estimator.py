@@ -36,6 +36,7 @@ from depth_ros.checkpoints import (
     is_transformers_source,
 )
 from depth_ros.models import Preprocessing
+from depth_ros.published_depth import depth_factor, network_fx
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,8 @@ class DepthEstimator:
     Focal-length correction (metric models): a metric network learns depth for the focal length of its training
     camera, so with another camera its depth is off by the ratio of the focal lengths. With ``fx`` given (pixels, at
     the image's resolution) and ``focal_correction`` on, the output is scaled by
-    ``fx_at_network_input / train_focal_px`` (both at network input). Relative models ignore ``fx``.
+    ``fx_at_network_input / train_focal_px`` (both at network input), and always by the checkpoint's learnt
+    ``scale``: :func:`depth_ros.published_depth.depth_factor`, the one conversion. Relative models ignore ``fx``.
 
     Attributes:
         model: the torch module (``DepthAnythingV2``, ``PackNet`` or a transformers wrapper), eval mode, on ``device``.
@@ -248,32 +250,19 @@ class DepthEstimator:
             out = self._forward_module(batch)
         return out.float()
 
-    def focal_scale(self, fx: float | None, width: int, network_width: int) -> float:
-        """Factor applied to metric output: ``fx at network input / training focal at network input``.
-
-        Args:
-            fx: horizontal focal length in pixels for an image ``width`` px wide, or None (factor 1).
-            width: image width in pixels.
-            network_width: width of the network input the image was resized to.
-
-        Raises:
-            ValueError: ``fx`` not a finite positive number.
-        """
-        train_focal = self.metadata.train_focal_px
-        if fx is None or not self.is_metric or not self.focal_correction or train_focal is None:
-            return 1.0
-        if not (np.isfinite(fx) and fx > 0):
-            raise ValueError(f"focal length fx must be a finite positive number of pixels, got {fx}")
-        return float(fx * network_width / width / train_focal)
-
     @torch.inference_mode()
     def postprocess(self, raw: torch.Tensor, size: tuple[int, int], fx: float | None = None) -> np.ndarray:
-        """(1,h,w) network output -> HxW float32 numpy at ``size = (H, W)``, focal-corrected when ``fx`` is given.
+        """(1,h,w) network output -> HxW float32 numpy at ``size = (H, W)``: published metric depth
+        (:func:`depth_ros.published_depth.depth_factor`: learnt scale, focal ratio when ``fx`` is given).
 
-        ``fx`` is in pixels at ``size``; the correction uses the network input width ``w`` actually run.
+        ``fx`` is in pixels at ``size``; the focal ratio uses the network input width ``w`` actually run.
+
+        Raises:
+            ValueError: ``fx`` given but not a finite positive number.
         """
         height, width = size
-        scale = self.focal_scale(fx, width, raw.shape[-1])
+        fx_at_network = None if fx is None else network_fx(fx, width, raw.shape[-1])
+        scale = depth_factor(self.metadata, fx_at_network, self.focal_correction)
         if scale != 1.0:
             raw = raw * scale  # linear, so scaling before the (linear) upsampling is the same and cheaper
         return F.interpolate(raw[:, None], (height, width), mode="bilinear", align_corners=True)[0, 0].cpu().numpy()

@@ -122,20 +122,28 @@ def test_config_ranges_are_checked():
         AdaptationConfig(trainable="everything")
 
 
-@pytest.fixture()
-def too_far(tmp_path):
-    """The bundled metric model's weights declared with a 1.3x larger max_depth: every depth exactly 1.3x too far."""
+# Two ways a start publishes depth 1.3x too far: a head range declared 1.3x too large, or a training focal length
+# recorded 1/1.3 of the camera's (depth_node's focal correction then multiplies by 1.3: the adaptation must see it).
+SCALE_ERRORS = {"max_depth": lambda m: {"max_depth": m.max_depth * 1.3},
+                "train_focal_px": lambda m: {"train_focal_px": m.train_focal_px / 1.3}}
+
+
+@pytest.fixture(params=sorted(SCALE_ERRORS))
+def too_far(request, tmp_path):
+    """The bundled metric model's weights saved so that the depth it publishes (focal correction included) is
+    exactly 1.3x too far, in each way of :data:`SCALE_ERRORS`."""
     from dataclasses import replace
 
     from depth_ros.checkpoints import BUNDLED_MODEL, build_model, save_checkpoint
 
     model, metadata = build_model(BUNDLED_MODEL)
-    return save_checkpoint(tmp_path / "far.safetensors", model, replace(metadata, max_depth=metadata.max_depth * 1.3))
+    return save_checkpoint(tmp_path / "far.safetensors", model,
+                           replace(metadata, **SCALE_ERRORS[request.param](metadata)))
 
 
 def test_odometry_consistent_scale_measures_a_known_scale_error(drive, too_far, tmp_path):
-    """The held-out scale ratio must see the factor between the bundled model and :func:`too_far`. Frames 300-371
-    were not trained on."""
+    """The held-out scale ratio must see the factor between the bundled model and :func:`too_far`, whether it comes
+    from the head's range or from the focal correction. Frames 300-371 were not trained on."""
     from depth_ros.checkpoints import BUNDLED_MODEL
 
     config = AdaptationConfig(min_translation=0.02, holdout_every=2)
@@ -152,9 +160,13 @@ def test_odometry_consistent_scale_measures_a_known_scale_error(drive, too_far, 
     assert far.loss > metric.loss
 
 
-def test_the_scale_group_corrects_a_scale_error_and_publishes_it_in_max_depth(drive, too_far, tmp_path):
+def test_the_scale_group_corrects_what_depth_node_publishes(drive, too_far, tmp_path):
     """Default ``trainable: scale``: updates on real frames pull the too-far model's factor down until the held-out
-    scale ratio is near 1; the published checkpoint holds the same weights with ``max_depth`` times the factor."""
+    scale ratio is near 1; the published checkpoint holds the same weights and the factor as its ``scale``, and the
+    depth it gives through the estimator (depth_node's conversion, this camera's fx) is the start's times that
+    factor: the adaptation corrects the published depth, focal correction included."""
+    from depth_ros.estimator import DepthEstimator
+
     config = AdaptationConfig(min_translation=0.02, holdout_every=2, lr=0.05, min_updates_between_checks=20)
     adapter = OnlineAdapter(too_far, tmp_path / "out", config)
     for frame in drive:
@@ -168,5 +180,10 @@ def test_the_scale_group_corrects_a_scale_error_and_publishes_it_in_max_depth(dr
     assert abs(math.log(published.scale)) < abs(math.log(start.scale)) / 3 and published.loss < start.loss
     assert adapter.published.scale == pytest.approx(published.scale / start.scale, rel=0.05)
     state, metadata = load_checkpoint(adapter.output_dir / LATEST)
-    assert metadata.max_depth == pytest.approx(adapter.metadata.max_depth * adapter.published.scale)
+    assert metadata.scale == pytest.approx(adapter.metadata.scale * adapter.published.scale)
+    assert metadata.max_depth == adapter.metadata.max_depth
+    rgb, camera = drive[0][:2]
+    depths = [DepthEstimator.from_checkpoint(path, device="cpu").infer(rgb, fx=camera.fx)
+              for path in (too_far, adapter.output_dir / LATEST)]
+    assert np.median(depths[1] / depths[0]) == pytest.approx(adapter.published.scale, rel=1e-3)
     assert all(torch.equal(state[k], v) for k, v in adapter.start.state.items())  # structure untouched

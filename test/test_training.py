@@ -25,6 +25,7 @@ from depth_ros.learning import config as training_config
 from depth_ros.learning import engine, objectives, trainable
 from depth_ros.learning.cli import main as trainer_main
 from depth_ros.models import DepthAnythingV2
+from depth_ros.published_depth import depth_factor
 from depth_ros.testing import random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -441,10 +442,10 @@ def test_the_scale_group_learns_one_factor_that_the_saved_checkpoint_reproduces(
     state = trainable.deployable_state_dict(scaled)
     assert set(state) == set(before) and all(torch.equal(before[k], state[k]) for k in before)  # weights fixed
     metadata = trainable.deployable_metadata(scaled, CheckpointMetadata("vits", "metric", 6.0, 42))
-    assert metadata.max_depth == pytest.approx(6.0 * scaled.scale)
+    assert (metadata.max_depth, metadata.scale) == (6.0, pytest.approx(scaled.scale))  # head range kept
     estimator = DepthEstimator.from_checkpoint(save_checkpoint(tmp_path / "scaled.pth", state, metadata), device="cpu")
     with torch.no_grad():
-        reloaded = estimator.model(image)
+        reloaded = estimator.model(image) * depth_factor(estimator.metadata)
     torch.testing.assert_close(reloaded, start * scaled.scale, rtol=1e-5, atol=1e-6)
 
 

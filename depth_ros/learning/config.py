@@ -123,7 +123,7 @@ class OptimConfig:
     weights), ``head`` (the decoder only), ``norms_biases`` (normalisation weights and all biases) or ``lora``
     (low-rank adapters on the encoder's attention and MLP layers, peft, rank ``lora_rank``, scale ``lora_alpha``;
     the adapters are merged into the weights in every saved checkpoint) or ``scale`` (one global depth scale factor,
-    the weights fixed: saved checkpoints keep the weights and carry the factor in ``max_depth``). ``clip_grad_norm``
+    the weights fixed: saved checkpoints keep the weights and carry the factor as ``scale``). ``clip_grad_norm``
     None disables clipping.
     """
 

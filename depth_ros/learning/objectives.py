@@ -149,7 +149,7 @@ class PhotometricObjective:
 
 def photometric_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], camera, ss: SelfSupervisedConfig,
                      depth_range: tuple[float, float] | None = None,
-                     channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+                     channels_last: bool = False, depth_factor: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """The photometric objective of one batch (:func:`~depth_ros.data.posed.pack_sample` layout): the model's depth
     (the first ``ss.num_scales`` scales of a multi-scale model) through
     :func:`depth_ros.losses.self_supervised_loss` with the settings ``ss``, plus its SiLog term on the batch's depth
@@ -162,11 +162,14 @@ def photometric_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cam
         ss: the objective's settings.
         depth_range: (min, max) metres of valid depth for the SiLog term (required when it is on).
         channels_last: feed the network channels_last input.
+        depth_factor: network output -> the depth that is scored (the online adaptation passes
+            :func:`depth_ros.published_depth.depth_factor`, so it adapts what depth_node publishes).
 
     Returns:
         (0-dim loss, statistics: photometric, smoothness, kept and, with the SiLog term, silog).
     """
-    depths = [d.float() for d in depth_scales(model(_network_input(batch, channels_last)))][:ss.num_scales]
+    outputs = depth_scales(model(_network_input(batch, channels_last)))[:ss.num_scales]
+    depths = [d.float() * depth_factor for d in outputs]
     loss, stats = self_supervised_loss(batch["target"], batch["sources"], depths, camera, batch["target_to_sources"],
                                        ss.automask, ss.smoothness_weight)
     if ss.silog_weight > 0 and torch.isfinite(batch["depth"]).any():

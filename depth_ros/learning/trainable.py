@@ -62,8 +62,8 @@ class ScaledDepth(torch.nn.Module):
     one learnable scalar: the ``scale`` parameter group, which corrects a global metric scale error (a camera or
     building the model's scale does not fit) and cannot change the structure of the depth maps.
 
-    Both architectures output ``sigmoid(x) * max_depth``, so the factor folds exactly into the checkpoint's
-    ``max_depth`` (:func:`deployable_metadata`); the weights stay as they are.
+    Saved checkpoints keep the weights as they are and record the factor as the metadata's ``scale``
+    (:func:`deployable_metadata`), which :func:`depth_ros.published_depth.depth_factor` applies.
 
     Args:
         model: the network, (B, 3, H, W) -> (B, H, W) metres; it stays in eval mode.
@@ -108,8 +108,9 @@ def prepare_trainable(model: torch.nn.Module, cfg: OptimConfig) -> tuple[torch.n
     weights; cheap and hard to over-fit, as in BitFit, Ben Zaken et al. 2022); ``lora``: peft LoRA adapters on
     :data:`LORA_TARGETS` of the encoder, head frozen (the returned model is then a peft model;
     :func:`deployable_state_dict` merges the adapters); ``scale``: every weight frozen, one global depth factor
-    learnt (the returned model is a :class:`ScaledDepth`; :func:`deployable_metadata` folds the factor into
-    ``max_depth``). The factor sees ``lr`` as a step in log scale: Adam moves it about ``lr`` (relative) per step.
+    learnt (the returned model is a :class:`ScaledDepth`; :func:`deployable_metadata` records the factor as
+    the metadata's ``scale``). The factor sees ``lr`` as a step in log scale: Adam moves it about ``lr``
+    (relative) per step.
 
     Returns:
         (model to optimise, AdamW parameter groups with ``lr`` set).
@@ -174,12 +175,12 @@ def deployable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def deployable_metadata(model: torch.nn.Module, metadata: CheckpointMetadata) -> CheckpointMetadata:
-    """The metadata to save :func:`deployable_state_dict` with: ``metadata``, with ``max_depth`` times the learnt
+    """The metadata to save :func:`deployable_state_dict` with: ``metadata``, with its ``scale`` times the learnt
     factor of a :class:`ScaledDepth` model (the same depth maps from the plain weights)."""
     module = _unwrapped(model)
     if not isinstance(module, ScaledDepth):
         return metadata
-    return replace(metadata, max_depth=metadata.max_depth * module.scale)
+    return replace(metadata, scale=metadata.scale * module.scale)
 
 
 def build_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:
