@@ -395,12 +395,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """Entry point of ``play_bag``. Only what follows ``--ros-args`` goes to rcl: play_bag's own ``--remap
+    OLD:=NEW`` rules rename its publishers and never reach rcl (which would take them as deprecated remap rules)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    args = parse_args(argv[:split])
 
     def run() -> None:
-        play_bag(args.bag, delay=args.delay, rate=args.rate, start_offset=args.start_offset,
-                 duration=args.duration, loop=args.loop, topics=args.topics, remap=parse_remap(args.remap),
-                 clock=args.clock)
+        play_bag(args.bag, delay=args.delay, args=["play_bag", *argv[split:]], rate=args.rate,
+                 start_offset=args.start_offset, duration=args.duration, loop=args.loop, topics=args.topics,
+                 remap=parse_remap(args.remap), clock=args.clock)
 
     return run_cli("play_bag", run)
 
