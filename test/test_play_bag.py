@@ -257,36 +257,36 @@ def test_missing_bag_and_zero_rate_are_refused(shared_data, tmp_path):
     assert process.returncode == 2 and stderr.strip().splitlines()[-1] == "play_bag: error: --rate must be > 0, got 0.0"
 
 
+def _play_until_received(peer, topic: str, *args: str) -> tuple[int, str]:
+    """Run play_bag with ``args`` until ``peer`` has two messages on ``topic``, then Ctrl-C it: (exit status,
+    stderr)."""
+    process = _play_bag(*args, start_new_session=True)
+    try:
+        peer.wait_until(lambda: len(peer.received[topic]) >= 2, f"{topic} from play_bag")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, stderr
+
+
 def test_cli_remap_renames_without_an_rcl_deprecation_warning(shared_data, peer):
     """``--remap OLD:=NEW`` is play_bag's own option: the odometry arrives under the new name, and rcl never sees the
     rule (it warned 'This syntax is deprecated' on every start when it did)."""
     from nav_msgs.msg import Odometry
 
     peer.subscribe("/odom_cli", Odometry)
-    process = _play_bag(str(shared_data / BAG), "--loop", "--topics", ODOM, "--remap", f"{ODOM}:=/odom_cli",
-                        start_new_session=True)
-    try:
-        peer.wait_until(lambda: len(peer.received["/odom_cli"]) >= 2, "odometry remapped by play_bag")
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 130 and "deprecated" not in stderr, stderr
+    status, stderr = _play_until_received(peer, "/odom_cli", str(shared_data / BAG), "--loop", "--topics", ODOM,
+                                          "--remap", f"{ODOM}:=/odom_cli")
+    assert status == 130 and "deprecated" not in stderr, stderr
 
 
 def test_ctrl_c_stops_cleanly(shared_data, peer):
-    process = _play_bag(str(shared_data / BAG), "--loop", "--topics", ODOM, "--rate", "0.5", start_new_session=True)
-    try:
-        peer.wait_until(lambda: len(peer.received[ODOM]) >= 2, "odometry from play_bag")
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 130, stderr
+    status, stderr = _play_until_received(peer, ODOM, str(shared_data / BAG), "--loop", "--topics", ODOM,
+                                          "--rate", "0.5")
+    assert status == 130, stderr
     assert "Traceback" not in stderr
 
 
