@@ -222,6 +222,21 @@ def test_infer_cli_fails_with_one_readable_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"infer: error: {tmp_path / 'missing.pth'}: no such checkpoint file")
 
 
+@pytest.mark.parametrize("fx", ["-500", "nan", "0"])
+def test_infer_cli_refuses_a_bad_focal_length_whatever_the_model(tmp_path, checkpoint, fx):
+    """The session checkpoint records no training focal length (its output ignores fx): a bad --fx is still refused
+    with one line and exit 2, and nothing is written."""
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    result = subprocess.run([sys.executable, "-m", "depth_ros.tools.infer", str(image), "--checkpoint", str(checkpoint),
+                             "--device", "cpu", "--fx", fx, "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"infer: error: --fx must be a finite positive number of pixels, got {float(fx)}"
+    assert not (tmp_path / "o").exists()
+
+
 def test_infer_refuses_two_inputs_that_would_write_the_same_outputs(tmp_path, metric_checkpoint, rgb, capsys):
     for folder in ("same1", "same2"):
         (tmp_path / folder).mkdir()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -57,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="largest width x height of an input image, read from its header (default: %(default)s, "
                              "depth_node's max_image_pixels)")
     args = parser.parse_args(argv)
+    for name in ("fx", "fy"):  # refused whatever the model: one whose output ignores fx would accept them silently
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            parser.error(f"--{name} must be a finite positive number of pixels, got {value}")
     if args.ply and args.fx is None:
         parser.error("--ply needs the intrinsics: give at least --fx")
     return args
