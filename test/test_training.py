@@ -115,6 +115,17 @@ def test_cli_exits_with_one_readable_line_on_bad_input(tmp_path, capsys, kitchen
     assert capsys.readouterr().err.startswith(f"evaluate: error: {tmp_path / 'none.pth'}: no such checkpoint file")
 
 
+@pytest.mark.parametrize("steps", ["-1", "0"])
+def test_cli_refuses_a_stop_after_steps_that_never_stops(tmp_path, capsys, steps):
+    """``--stop-after-steps -1`` started an endless run; it is refused before any config is read."""
+    with pytest.raises(SystemExit) as exit_info:
+        trainer_main(["--config", str(tmp_path / "any.yaml"), "--stop-after-steps", steps], "silog",
+                     "train_supervised")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"train_supervised: error: --stop-after-steps must be >= 1, got {steps}"
+
+
 def test_encoder_only_and_full_initialisation(tmp_path):
     torch.manual_seed(0)
     source = DepthAnythingV2("vits", "metric", 6.0)

@@ -27,6 +27,8 @@ def main(argv: list[str] | None, objective: str, name: str) -> int:
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="save the state and stop after this many optimiser steps (resume later)")
     args = parser.parse_args(argv)
+    if args.stop_after_steps is not None and args.stop_after_steps < 1:
+        parser.error(f"--stop-after-steps must be >= 1, got {args.stop_after_steps}")
 
     def run() -> int:
         logging.getLogger().setLevel(logging.INFO)
