@@ -15,7 +15,7 @@ from depth_ros.geometry.transform import PoseLookupError, PoseTrajectory, relati
 
 ODOM = "7scenes_redkitchen_odom"
 IMAGE_TOPIC = "/camera/color/image_raw/compressed"
-# README: base_link -> camera_optical_frame is (0.10, 0, 0.50) m, optical z = base x, x = -base y, y = -base z
+# docs/depth_node.md: base_link -> camera_optical_frame (0.10, 0, 0.50) m; optical z = base x, x = -base y, y = -base z
 CAMERA_TO_BASE = [0.10, 0.0, 0.50, -np.pi / 2, 0.0, -np.pi / 2]
 STORE = get_typestore(Stores.ROS2_HUMBLE)
 
