@@ -30,6 +30,10 @@ BLOCK_RESOLUTION = 8  # voxels per block edge
 VOXEL_BYTES = 4 + 4 + 3 * 4  # tsdf, weight, colour (float32)
 
 
+class NoDepth(ValueError):
+    """A depth image without a valid pixel in the volume's depth range."""
+
+
 class VolumeFull(ValueError):
     """Integrating a frame would allocate more voxel blocks than :attr:`TSDFOptions.max_blocks`."""
 
@@ -114,6 +118,7 @@ class TSDFVolume:
 
         Raises:
             ValueError: depth, rgb and camera sizes differ.
+            NoDepth: no pixel in ``[min_depth, max_depth]`` (nothing integrated).
             VolumeFull: the frame would exceed ``max_blocks`` (nothing integrated).
         """
         o3d, opts = self._o3d, self.options
@@ -123,6 +128,8 @@ class TSDFVolume:
                              f"{camera.height}x{camera.width} sizes differ")
         with np.errstate(invalid="ignore"):
             depth = np.where(depth >= opts.min_depth, depth, np.float32(0.0))
+            if not ((depth > 0) & (depth <= opts.max_depth)).any():
+                raise NoDepth(f"no depth in {opts.min_depth}-{opts.max_depth} m")
         depth_image = o3d.t.geometry.Image(o3d.core.Tensor(np.ascontiguousarray(depth)))
         colors = np.full(depth.shape + (3,), 0.5, np.float32) if rgb is None else rgb.astype(np.float32) / 255.0
         color_image = o3d.t.geometry.Image(o3d.core.Tensor(colors))
@@ -163,7 +170,8 @@ class FusionReport:
 
     Attributes:
         integrated: frames fused into the volume.
-        skipped: reason -> frames skipped (``no pose``, ``pose jump``, ``image size``, ``volume full``, and the
+        skipped: reason -> frames skipped (``no pose``, ``pose jump``, ``image size``, ``no depth``, ``volume full``,
+            and the
             callers' own, e.g. ``unreadable``).
         integration_seconds: time spent in :meth:`TSDFVolume.integrate`.
         poses: (M, 4, 4) poses of the integrated frames, in order.
@@ -187,7 +195,7 @@ class Fusion:
     A frame is skipped and counted when it has no pose, when its pose moved more than ``max_jump_translation`` m
     or ``max_jump_rotation`` degrees from the previous frame's (a relocalisation or odometry reset; the previous
     frame is the last one offered with a pose, integrated or not), when its image size differs from the first
-    frame's, or when the volume is full.
+    frame's, when it has no depth in the volume's range, or when the volume is full.
 
     Args:
         options: volume parameters.
@@ -215,15 +223,15 @@ class Fusion:
         Returns:
             None when integrated, else the reason the frame was skipped (also counted in :attr:`report`).
         """
-        reason = self._check(np.shape(depth), T_fixed_camera)
+        reason = self._check(np.shape(depth), camera, T_fixed_camera)
         if reason is None:
             start = time.perf_counter()
             try:
                 self.volume.integrate(depth, camera, T_fixed_camera, rgb)
             except VolumeFull:
                 reason = "volume full"
-            except ValueError:
-                reason = "image size"
+            except NoDepth:
+                reason = "no depth"
             self.report.integration_seconds += time.perf_counter() - start
         if reason is None:
             self.report.integrated += 1
@@ -232,13 +240,13 @@ class Fusion:
             self.skip(reason)
         return reason
 
-    def _check(self, shape: tuple[int, ...], pose: np.ndarray | None) -> str | None:
+    def _check(self, shape: tuple[int, ...], camera: PinholeCamera, pose: np.ndarray | None) -> str | None:
         if pose is None:
             return "no pose"
         last, self._last_pose = self._last_pose, np.asarray(pose, np.float64)
         if self.size is None:
             self.size = tuple(shape)
-        if tuple(shape) != self.size:
+        if tuple(shape) != self.size or tuple(shape) != (camera.height, camera.width):
             return "image size"
         if last is not None:
             translation, rotation = motion(relative_pose(last, pose))

@@ -10,7 +10,8 @@ fused by :class:`depth_ros.reconstruction.Fusion` (open3d's tensor TSDF).
 Writes a new folder ``OUTPUT`` with ``mesh.ply`` (triangle mesh, vertex colours, fixed frame), ``cloud.ply``
 (coloured surface points, fixed frame), ``occupancy.pgm`` + ``occupancy.yaml`` (the grid projected from the surface,
 in the map_server / Nav2 map_saver format: free white, occupied black, unknown grey, ``origin`` the lower-left
-corner; see :func:`depth_ros.reconstruction.surface_occupancy`) and ``summary.json`` (frames, skips, times, memory).
+corner; see :func:`depth_ros.reconstruction.surface_occupancy`) and ``summary.json`` (frames, skips, times, memory,
+``T_grid_fixed``: the transform of fixed-frame points into the grid frame).
 The folder is written under a temporary name beside it and renamed when complete, so a killed run leaves nothing
 under the final name. Frames without pose, with a pose jump, of another size or unreadable are skipped and counted.
 
@@ -123,8 +124,10 @@ def write_outputs(folder: Path, fusion, args: argparse.Namespace, summary: dict)
                          f"{args.min_depth}-{args.max_depth} m) and the poses")
     cloud = fusion.volume.point_cloud()
     points = np.asarray(cloud.points)
+    level = np.eye(4)
     if args.level == "camera":
-        points = transform_points(levelled_frame(np.array(fusion.report.poses), points), points)
+        level = levelled_frame(np.array(fusion.report.poses), points)
+        points = transform_points(level, points)
     grid, spec = surface_occupancy(points, args.grid_resolution, args.min_obstacle_height, args.max_obstacle_height)
     for name, ok in (("mesh.ply", o3d.io.write_triangle_mesh(str(folder / "mesh.ply"), mesh)),
                      ("cloud.ply", o3d.io.write_point_cloud(str(folder / "cloud.ply"), cloud))):
@@ -137,7 +140,7 @@ def write_outputs(folder: Path, fusion, args: argparse.Namespace, summary: dict)
         "free_thresh": 0.25,
         "frame": "levelled fixed frame" if args.level == "camera" else "fixed frame"}))
     summary.update(vertices=len(mesh.vertices), triangles=len(mesh.triangles), points=len(points),
-                   grid_cells=[spec.width, spec.height])
+                   grid_cells=[spec.width, spec.height], T_grid_fixed=level.tolist())
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
