@@ -98,7 +98,7 @@ def save_error_figure(path: str | os.PathLike, predicted: np.ndarray, reference:
 
     views = [(predicted, nearest_distances(predicted, reference), "mesh: distance to reference (accuracy)"),
              (reference, nearest_distances(reference, predicted), "reference: distance to mesh (completeness)")]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=80, sharex=True, sharey=True)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.3), dpi=80, sharex=True, sharey=True)
     for ax, (points, error, label) in zip(axes, views, strict=True):
         points = points if up is None else transform_points(up, points)
         order = np.argsort(points[:, 2])  # higher points drawn last, as seen from above

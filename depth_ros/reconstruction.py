@@ -3,8 +3,9 @@
 The volume is open3d's tensor :class:`open3d.t.geometry.VoxelBlockGrid` (Dong et al., "ASH: A Modern Framework for
 Parallel Spatial Hashing in 3D Perception", TPAMI 2022; the TSDF of Curless & Levoy, SIGGRAPH 1996, as in
 KinectFusion): voxel blocks of 8^3 voxels allocated around the observed surface only, each voxel holding a
-truncated signed distance, a weight and an RGB colour (20 bytes). On this project's 2-core CPU it integrates a
-640x480 frame about 20x faster than the legacy ``ScalableTSDFVolume`` (bench/bench_reconstruction.py).
+truncated signed distance, a weight and an RGB colour (20 bytes). On this project's 2-core CPU it integrates
+640x480 frames at about 110 frames/s, on par with the legacy ``ScalableTSDFVolume`` (about 108), and counts
+its blocks, which bounds the memory (bench/bench_reconstruction.py, docs/reconstruction.md).
 
 Frames and units: depth in metres along the optical axis (REP 118, NaN or 0 invalid), intrinsics of that depth
 image, camera poses ``T_fixed_camera`` (camera optical frame, REP 103, to the fixed frame: odom, map, world; REP 105)
@@ -28,6 +29,7 @@ from depth_ros.geometry.transform import invert_transform, motion, relative_pose
 
 BLOCK_RESOLUTION = 8  # voxels per block edge
 VOXEL_BYTES = 4 + 4 + 3 * 4  # tsdf, weight, colour (float32)
+INITIAL_BLOCKS = 2000  # hash map capacity at the start (20 MiB); it grows as blocks are allocated
 
 
 class NoDepth(ValueError):
@@ -93,7 +95,7 @@ class TSDFVolume:
             attr_names=("tsdf", "weight", "color"),
             attr_dtypes=(o3d.core.float32, o3d.core.float32, o3d.core.float32), attr_channels=((1), (1), (3)),
             voxel_size=self.options.voxel_size, block_resolution=BLOCK_RESOLUTION,
-            block_count=min(self.options.max_blocks, 10000), device=self._device)
+            block_count=min(self.options.max_blocks, INITIAL_BLOCKS), device=self._device)
 
     @property
     def block_count(self) -> int:
