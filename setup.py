@@ -69,6 +69,7 @@ setup(
             "process_bag = depth_ros.tools.process_bag:main",
             "play_bag = depth_ros.tools.play_bag:main",
             "depth_ros_export = depth_ros.tools.export:main",
+            "reconstruct = depth_ros.tools.reconstruct:main",
         ],
     },
 )
