@@ -36,12 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm import tqdm
 
-from depth_ros.data.rosbag import CAMERA_INFO, IMAGE_TYPES, USE_RECTIFIED, BagReader, default_info_topic
-from depth_ros.ros.conversions import stamp_ns
-from depth_ros.stamps import nearest_index
+from depth_ros.data.rosbag import IMAGE_TYPES, USE_RECTIFIED, BagReader, default_info_topic
+from depth_ros.frame import Frame, NoCameraError
+from depth_ros.ros.conversions import header_msg, stamp_ns
 from depth_ros.tools.cli import run_cli
 
 if TYPE_CHECKING:
@@ -51,22 +50,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_TOPIC = "/camera/color/image_raw"
 DEFAULT_NAMESPACE = "/depth_ros"
-
-
-@dataclass
-class CameraFrame:
-    """One image of a bag, decoded.
-
-    Attributes:
-        header: the image's std_msgs/Header (rosbags dataclass: stamp and frame_id).
-        rgb: (H, W, 3) uint8 RGB.
-        camera: intrinsics from the CameraInfo with the image's stamp (else the nearest one of its frame_id), or
-            None when the bag has none for that frame_id.
-    """
-
-    header: object
-    rgb: np.ndarray
-    camera: PinholeCamera | None
 
 
 class BagCameraReader(BagReader):
@@ -100,7 +83,7 @@ class BagCameraReader(BagReader):
         self._warned: set[str] = set()
         try:
             self.image_connections = self.connections(image_topic, IMAGE_TYPES)
-            self._cameras = self._read_cameras()
+            self._cameras = self.cameras(self.info_topic, tolerance)
         except BaseException:
             self.close()
             raise
@@ -110,44 +93,37 @@ class BagCameraReader(BagReader):
         """Number of messages on the image topic."""
         return sum(c.msgcount for c in self.image_connections)
 
-    def _read_cameras(self) -> dict[str, tuple[np.ndarray, list]]:
-        """frame_id -> (sorted stamps in ns, cameras) of every CameraInfo."""
-        by_frame: dict[str, dict[int, object]] = {}
-        for connection, _, msg in self.topic_messages(self.info_topic, (CAMERA_INFO,)):
-            by_frame.setdefault(msg.header.frame_id, {})[stamp_ns(msg.header)] = self.camera(connection, msg)
-        return {frame_id: (np.array(sorted(items)), [items[s] for s in sorted(items)])
-                for frame_id, items in by_frame.items()}
-
-    def camera_for(self, header):
-        """The camera of an image with this header: same stamp, else the nearest one of its frame_id, else None."""
-        if header.frame_id not in self._cameras:
-            self._warn_once(f"no camera {header.frame_id}",
-                            f"{self.info_topic} has no CameraInfo for frame '{header.frame_id}': depth only, no "
-                            "points or occupancy for its images")
+    def camera_for(self, header, height: int, width: int) -> PinholeCamera | None:
+        """The camera of an image of ``width`` x ``height`` px with this header, by
+        :class:`~depth_ros.frame.CameraInfoCache`'s rule; None (warned once per frame_id) when none fits."""
+        try:
+            match = self._cameras.match(header.frame_id, stamp_ns(header), height, width)
+        except NoCameraError as error:
+            self._warn_once(f"no camera {header.frame_id}", f"{error} on {self.info_topic}: depth only, no points "
+                                                            "or occupancy for its images")
             return None
-        stamps, cameras = self._cameras[header.frame_id]
-        stamp = stamp_ns(header)
-        nearest = nearest_index(stamps, stamp, max_dt=np.inf)
-        if abs(stamps[nearest] - stamp) > self.tolerance * 1e9:
-            self._warn_once(f"stamps {header.frame_id}",
-                            f"no CameraInfo with the image's stamp for frame '{header.frame_id}': using one "
-                            f"{abs(stamps[nearest] - stamp) / 1e9:.3f} s apart (tolerance {self.tolerance} s); "
-                            "warned once")
-        return cameras[nearest]
+        for kind, warning in (("size", match.size_warning), ("stamps", match.stamp_warning)):
+            if warning:
+                self._warn_once(f"{kind} {header.frame_id}", warning + "; warned once")
+        return match.camera
 
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             log.warning(text)
 
-    def decode(self, connection, time_ns: int, raw) -> CameraFrame:
-        """Decode one message of the image topic (as yielded by :meth:`messages`).
+    def decode(self, connection, time_ns: int, raw) -> Frame:
+        """Decode one message of the image topic (as yielded by :meth:`messages`) into a :class:`Frame` (camera
+        None when no CameraInfo fits; named ``<topic> at <stamp> s``).
 
         Raises:
             ValueError: corrupt message or an image that cannot be decoded (names topic and stamp).
         """
         msg = self.deserialize(connection, time_ns, raw)
-        return CameraFrame(msg.header, self.decode_color(connection, msg), self.camera_for(msg.header))
+        rgb = self.decode_color(connection, msg)
+        stamp = stamp_ns(msg.header)
+        return Frame(rgb, self.camera_for(msg.header, *rgb.shape[:2]), stamp, msg.header.frame_id,
+                     name=f"{connection.topic} at {stamp / 1e9:.9f} s")
 
     def messages(self, all_topics: bool = False) -> Iterator[tuple[object, int, object]]:
         """``(connection, log time ns, raw bytes)`` in log-time order: the image topic, or with ``all_topics`` all.
@@ -157,7 +133,7 @@ class BagCameraReader(BagReader):
         """
         return self.raw_messages(None if all_topics else self.image_connections)
 
-    def frames(self) -> Iterator[tuple[int, CameraFrame]]:
+    def frames(self) -> Iterator[tuple[int, Frame]]:
         """``(log time ns, frame)`` of every image, in log-time order (ValueError as :meth:`decode`)."""
         for connection, time_ns, raw in self.messages():
             yield time_ns, self.decode(connection, time_ns, raw)
@@ -263,15 +239,15 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
                             try:
                                 out = pipeline.run(frame.rgb, frame.camera, camera_to_grid)
                             except ValueError as exc:
-                                raise ValueError(f"{bag.path}: {connection.topic} at "
-                                                 f"{stamp_ns(frame.header) / 1e9:.9f} s: {exc}") from exc
+                                raise ValueError(f"{bag.path}: {frame.name}: {exc}") from exc
                         except ValueError as exc:
                             if strict:
                                 raise
                             log.warning("skipping frame: %s", exc)
                             skipped.append(str(exc))
                             continue
-                        messages = output_messages(out, frame.header, config.grid_frame, pipeline.grid_options.spec)
+                        header = header_msg(frame.stamp_ns, frame.frame_id)
+                        messages = output_messages(out, header, config.grid_frame, pipeline.grid_options.spec)
                         for name, msg in messages.items():
                             writer.write(outputs[name], time_ns, serialize_message(msg))
                             counts[topics[name]] += 1
