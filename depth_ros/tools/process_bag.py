@@ -187,75 +187,93 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
             an image that cannot be used (names topic and stamp). Nothing is left behind at ``output_bag``.
         CheckpointError: the checkpoint cannot be loaded.
     """
-    from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
 
-    from depth_ros.geometry.transform import pose_matrix
     from depth_ros.pipeline import DepthPipeline
-    from depth_ros.ros.outputs import OUTPUT_TOPICS, output_messages
+    from depth_ros.ros.outputs import OUTPUT_TOPICS
 
     output_bag = Path(output_bag)
     if output_bag.exists():
         raise FileExistsError(f"{output_bag}: already exists; remove it or choose another output")
     topics = {name: output_topic(namespace, name) for name in OUTPUT_TOPICS}
-    camera_to_grid = pose_matrix(config.camera_to_base)
     with BagCameraReader(input_bag, image_topic, info_topic, config.use_rectified,
                          config.camera_info_tolerance) as bag:
         if copy_input:
-            clashes = sorted(set(topics.values()) & {c.topic for c in bag.reader.connections})
-            if clashes:
-                raise ValueError(f"output topic(s) {', '.join(clashes)} already exist in {bag.path}; choose another "
-                                 "--namespace")
-            unknown = sorted({c.msgtype for c in bag.reader.connections} - set(bag.ros2_typestore.fielddefs))
-            if unknown:
-                raise ValueError(f"{bag.path}: cannot copy ROS 1 messages of types without a ROS 2 definition in "
-                                 f"rosbags: {', '.join(unknown)}; run without --copy-input")
+            _check_copyable(bag, topics.values())
         pipeline = pipeline or DepthPipeline.from_config(config)
         output_bag.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output_bag.name}.", suffix=".partial", dir=output_bag.parent))
         try:
-            writer = Writer(staging / output_bag.name, version=8, storage_plugin=StoragePlugin.MCAP)
-            with writer:
-                typestore = get_typestore(Stores.LATEST)
-                outputs = {name: writer.add_connection(topics[name], msgtype, typestore=typestore)
-                           for name, msgtype in OUTPUT_TOPICS.items()}
-                copies = {}
-                if copy_input:
-                    copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag.ros2_typestore)
-                              for c in bag.reader.connections}
-                counts = dict.fromkeys(topics.values(), 0)
-                frames, skipped = 0, []
-                image_ids = {c.id for c in bag.image_connections}
-                with tqdm(total=bag.frame_count, desc="process_bag", unit="frame", disable=not progress) as bar:
-                    for connection, time_ns, raw in bag.messages(all_topics=copy_input):
-                        if copy_input:
-                            writer.write(copies[connection.id], time_ns, bag.cdr(connection, raw))
-                        if connection.id not in image_ids:
-                            continue
-                        bar.update()
-                        try:
-                            frame = bag.decode(connection, time_ns, raw)
-                            try:
-                                out = pipeline.run(frame.rgb, frame.camera, camera_to_grid)
-                            except ValueError as exc:
-                                raise ValueError(f"{bag.path}: {frame.name}: {exc}") from exc
-                        except ValueError as exc:
-                            if strict:
-                                raise
-                            log.warning("skipping frame: %s", exc)
-                            skipped.append(str(exc))
-                            continue
-                        header = header_msg(frame.stamp_ns, frame.frame_id)
-                        messages = output_messages(out, header, config.grid_frame, pipeline.grid_options.spec)
-                        for name, msg in messages.items():
-                            writer.write(outputs[name], time_ns, serialize_message(msg))
-                            counts[topics[name]] += 1
-                        frames += 1
+            with Writer(staging / output_bag.name, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+                summary = _write_outputs(bag, writer, topics, pipeline, config, copy_input, progress, strict)
             (staging / output_bag.name).rename(output_bag)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return ProcessSummary(frames, counts, skipped)
+    return summary
+
+
+def _check_copyable(bag: BagCameraReader, output_topics) -> None:
+    """Raise ValueError when copying every input topic would clash with an output topic or cannot be converted."""
+    clashes = sorted(set(output_topics) & {c.topic for c in bag.reader.connections})
+    if clashes:
+        raise ValueError(f"output topic(s) {', '.join(clashes)} already exist in {bag.path}; choose another "
+                         "--namespace")
+    unknown = sorted({c.msgtype for c in bag.reader.connections} - set(bag.ros2_typestore.fielddefs))
+    if unknown:
+        raise ValueError(f"{bag.path}: cannot copy ROS 1 messages of types without a ROS 2 definition in "
+                         f"rosbags: {', '.join(unknown)}; run without --copy-input")
+
+
+def _write_outputs(bag: BagCameraReader, writer, topics: dict[str, str], pipeline, config, copy_input: bool,
+                   progress: bool, strict: bool) -> ProcessSummary:
+    """Run ``pipeline`` on every image of ``bag`` and write its messages (and with ``copy_input`` every input
+    message) to ``writer``, in log-time order."""
+    from rclpy.serialization import serialize_message
+    from rosbags.typesys import Stores, get_typestore
+
+    from depth_ros.ros.outputs import OUTPUT_TOPICS
+
+    typestore = get_typestore(Stores.LATEST)
+    outputs = {name: writer.add_connection(topics[name], msgtype, typestore=typestore)
+               for name, msgtype in OUTPUT_TOPICS.items()}
+    copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag.ros2_typestore)
+              for c in bag.reader.connections} if copy_input else {}
+    summary = ProcessSummary(0, dict.fromkeys(topics.values(), 0), [])
+    image_ids = {c.id for c in bag.image_connections}
+    with tqdm(total=bag.frame_count, desc="process_bag", unit="frame", disable=not progress) as bar:
+        for connection, time_ns, raw in bag.messages(all_topics=copy_input):
+            if copy_input:
+                writer.write(copies[connection.id], time_ns, bag.cdr(connection, raw))
+            if connection.id not in image_ids:
+                continue
+            bar.update()
+            try:
+                messages = _frame_messages(bag, pipeline, config, connection, time_ns, raw)
+            except ValueError as exc:
+                if strict:
+                    raise
+                log.warning("skipping frame: %s", exc)
+                summary.skipped.append(str(exc))
+                continue
+            for name, msg in messages.items():
+                writer.write(outputs[name], time_ns, serialize_message(msg))
+                summary.messages[topics[name]] += 1
+            summary.frames += 1
+    return summary
+
+
+def _frame_messages(bag: BagCameraReader, pipeline, config, connection, time_ns: int, raw) -> dict[str, object]:
+    """The node's output messages for one image message. Raises ValueError naming bag, topic and stamp."""
+    from depth_ros.geometry.transform import pose_matrix
+    from depth_ros.ros.outputs import output_messages
+
+    frame = bag.decode(connection, time_ns, raw)
+    try:
+        out = pipeline.run(frame.rgb, frame.camera, pose_matrix(config.camera_to_base))
+    except ValueError as exc:
+        raise ValueError(f"{bag.path}: {frame.name}: {exc}") from exc
+    header = header_msg(frame.stamp_ns, frame.frame_id)
+    return output_messages(out, header, config.grid_frame, pipeline.grid_options.spec)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
