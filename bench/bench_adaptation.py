@@ -138,7 +138,7 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="starting checkpoint of both nodes (default: random ViT-S weights, for "
                                                "rates and memory only)")
@@ -153,130 +153,146 @@ def main() -> int:
     parser.add_argument("--faults", action="store_true", help="inject the faults of FAULTS during adaptation")
     parser.add_argument("--camera-fx", type=float, help="replace the focal length (fx = fy, px) of every CameraInfo "
                         "played: an intrinsics experiment (7-Scenes' CameraInfo holds the depth camera's 585 px)")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before rclpy starts, here or in the nodes
-    os.environ.setdefault("ROS_DOMAIN_ID", "44")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
-    from sensor_msgs.msg import Image
 
-    from depth_ros.data.rosbag import BagReader
-    from depth_ros.ros.dds import use_shipped_fastdds_profile
-    from depth_ros.testing import NodeProcess, random_checkpoint
-    from depth_ros.tools.play_bag import BagPlayer
+class Bench:
+    """One run: the bag player and a diagnostics listener in this process, the two nodes in theirs.
 
-    use_shipped_fastdds_profile()
-    args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else str(
-        random_checkpoint(args.out / "random_vits.pth", input_size=126, max_depth=10.0))
-    depth_node = NodeProcess({"checkpoint": checkpoint, "use_compressed": True, "camera_to_base": CAMERA_TO_BASE,
-                              "diagnostics_period": 5.0}, args.out / "depth_node.log", NAMESPACE)
-    rclpy.init()
-    node = rclpy.create_node("bench_adaptation")
-    diagnostics: dict[str, dict[str, str]] = {}
-    node.create_subscription(Image, f"{NAMESPACE}/depth", lambda msg: None, 2)  # depth_node computes for us
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: diagnostics.update(
-        {s.name: {kv.key: kv.value for kv in s.values} for s in msg.status}), 10)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    bag = BagReader(args.bag)
-    image_topic, info_topic, odom_topic = list(TOPICS)[:3]
-    faults = FaultInjector(args.minutes * 60, image_topic, odom_topic) if args.faults else None
+    Call :meth:`run` once; it returns the result dictionary (also written to ``<out>/result.json``).
+    """
 
-    def rewrite(topic: str, play_time: float, data: bytes):
-        if args.camera_fx is not None and topic == info_topic:
-            return with_focal_length(data, args.camera_fx)
-        return faults(topic, play_time, data) if faults is not None else data
+    def __init__(self, args: argparse.Namespace):
+        from depth_ros.testing import NodeProcess, random_checkpoint
 
-    player = BagPlayer(bag, node, start_offset=args.start_offset, duration=args.duration, loop=True,
-                       topics=list(TOPICS), remap=TOPICS, rewrite=rewrite)
-    playing = threading.Thread(target=player.play, daemon=True)
-    adaptation = None
-    memory: list[dict[str, float]] = []
+        self.args = args
+        args.out.mkdir(parents=True, exist_ok=True)
+        self.checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else str(
+            random_checkpoint(args.out / "random_vits.pth", input_size=126, max_depth=10.0))
+        self.depth_node = NodeProcess({"checkpoint": self.checkpoint, "use_compressed": True,
+                                       "camera_to_base": CAMERA_TO_BASE, "diagnostics_period": 5.0},
+                                      args.out / "depth_node.log", NAMESPACE)
+        self.adaptation = None
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        self.memory: list[dict[str, float]] = []
+        self.fault_reports: dict[str, dict] = {}
+        image_topic, info_topic, odom_topic = list(TOPICS)[:3]
+        self.info_topic = info_topic
+        self.faults = FaultInjector(args.minutes * 60, image_topic, odom_topic) if args.faults else None
+        self.started = time.monotonic()
 
-    def depth_rate() -> float:
-        status = next((v for k, v in diagnostics.items() if "depth pipeline" in k), {})
-        return float(status.get("processed rate (Hz)", "nan"))
+    def status(self, name: str) -> dict[str, str]:
+        """The latest /diagnostics values of the status whose name contains ``name``."""
+        return dict(next((v for k, v in self.diagnostics.items() if name in k), {}))
 
-    fault_reports: dict[str, dict] = {}
+    def rewrite(self, topic: str, play_time: float, data: bytes):
+        if self.args.camera_fx is not None and topic == self.info_topic:
+            return with_focal_length(data, self.args.camera_fx)
+        return self.faults(topic, play_time, data) if self.faults is not None else data
 
-    def adaptation_values() -> dict[str, str]:
-        return dict(next((v for k, v in diagnostics.items() if "online adaptation" in k), {}))
-
-    def watch_faults(phase_start: float) -> None:
-        for name, (begin, end) in faults.windows.items():
-            time.sleep(max(0.0, phase_start + begin - 1.0 - time.monotonic()))
-            before = adaptation_values()
-            time.sleep(max(0.0, phase_start + end + FAULT_REPORT_AFTER - time.monotonic()))
-            fault_reports[name] = {"start_s": begin, "end_s": end,
-                                   "changes": _counter_changes(before, adaptation_values())}
-            print(json.dumps({"fault": name} | fault_reports[name]), flush=True)
-
-    def sample(phase: str, seconds: float, rates: list[float]) -> None:
+    def sample(self, phase: str, seconds: float) -> list[float]:
+        """depth_node's processed rate and both nodes' RSS every 10 s for ``seconds``."""
+        rates = []
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             time.sleep(min(10.0, max(0.0, end - time.monotonic())))
-            depth_node.check_running()
-            row = {"t": round(time.monotonic() - started, 1), "phase": phase,
-                   "depth_node_mb": _rss_mb(depth_node.process.pid)}
-            if adaptation is not None:
-                adaptation.check_running()
-                row["adaptation_node_mb"] = _rss_mb(adaptation.process.pid)
-            memory.append(row)
-            rates.append(depth_rate())
+            self.depth_node.check_running()
+            row = {"t": round(time.monotonic() - self.started, 1), "phase": phase,
+                   "depth_node_mb": _rss_mb(self.depth_node.process.pid)}
+            if self.adaptation is not None:
+                self.adaptation.check_running()
+                row["adaptation_node_mb"] = _rss_mb(self.adaptation.process.pid)
+            self.memory.append(row)
+            rates.append(float(self.status("depth pipeline").get("processed rate (Hz)", "nan")))
             print(json.dumps(row | {"depth_rate_hz": rates[-1]}), flush=True)
+        return rates
 
-    try:
-        player.wait_for_subscribers(60.0)
-        started = time.monotonic()
-        playing.start()
-        alone: list[float] = []
-        sample("depth_node alone", args.baseline, alone)
-        params = {"checkpoint": checkpoint, "output_dir": str(args.out / "adapted"), "use_compressed": True,
-                  "depth_node_name": f"{NAMESPACE}/depth_node", "camera_to_base": CAMERA_TO_BASE,
-                  "use_reference_depth": True, "reference_transport": "compressedDepth"}
-        for item in args.adaptation_param:
+    def watch_faults(self, phase_start: float) -> None:
+        for name, (begin, end) in self.faults.windows.items():
+            time.sleep(max(0.0, phase_start + begin - 1.0 - time.monotonic()))
+            before = self.status("online adaptation")
+            time.sleep(max(0.0, phase_start + end + FAULT_REPORT_AFTER - time.monotonic()))
+            self.fault_reports[name] = {"start_s": begin, "end_s": end,
+                                        "changes": _counter_changes(before, self.status("online adaptation"))}
+            print(json.dumps({"fault": name} | self.fault_reports[name]), flush=True)
+
+    def start_adaptation(self) -> None:
+        from depth_ros.testing import NodeProcess
+
+        params = {"checkpoint": self.checkpoint, "output_dir": str(self.args.out / "adapted"),
+                  "use_compressed": True, "depth_node_name": f"{NAMESPACE}/depth_node",
+                  "camera_to_base": CAMERA_TO_BASE, "use_reference_depth": True,
+                  "reference_transport": "compressedDepth"}
+        for item in self.args.adaptation_param:
             name, value = item.split(":=", 1)
             params[name] = yaml.safe_load(value)
-        adaptation = NodeProcess(params, args.out / "adaptation_node.log", NAMESPACE, executable="adaptation_node")
-        if faults is not None:
+        self.adaptation = NodeProcess(params, self.args.out / "adaptation_node.log", NAMESPACE,
+                                      executable="adaptation_node")
+        if self.faults is not None:
             phase_start = time.monotonic()
-            faults.arm(phase_start - started)
-            threading.Thread(target=watch_faults, args=(phase_start,), daemon=True).start()
-        together: list[float] = []
-        sample("with adaptation", args.minutes * 60, together)
-    finally:
-        player.stop()
-        playing.join(timeout=10)
-        codes = [p.stop() for p in (depth_node, adaptation) if p is not None]
-        executor.shutdown(timeout_sec=2.0)
-        spinner.join(timeout=2.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-        bag.close()
-    adapt = next((v for k, v in diagnostics.items() if "online adaptation" in k), {})
+            self.faults.arm(phase_start - self.started)
+            threading.Thread(target=self.watch_faults, args=(phase_start,), daemon=True).start()
 
-    def mean(values):
-        values = [v for v in values if v == v]
-        return sum(values) / len(values) if values else float("nan")
+    def run(self) -> dict:
+        from depth_ros.data.rosbag import BagReader
+        from depth_ros.testing import RosPeer
+        from depth_ros.tools.play_bag import BagPlayer
 
-    result = {
-        "depth_rate_alone_hz": mean(alone[1:]), "depth_rate_with_adaptation_hz": mean(together[1:]),
-        "rate_ratio": mean(together[1:]) / mean(alone[1:]) if mean(alone[1:]) else float("nan"),
-        "adaptation": adapt, "memory": memory, "exit_codes": codes, "faults": fault_reports,
-        "publishes": [dict(zip(("held_out_loss", "replaced_loss", "scale_ratio", "replaced_scale_ratio"),
-                               map(float, match.groups()), strict=True))
-                      for match in PUBLISHED.finditer((args.out / "adaptation_node.log").read_text())],
-        "memory_mb": {name: {"first": rows[0], "last": rows[-1], "peak": max(rows)} for name in
-                      ("depth_node_mb", "adaptation_node_mb")
-                      if (rows := [m[name] for m in memory if name in m])},
-    }
-    (args.out / "result.json").write_text(json.dumps(result, indent=2))
+        with RosPeer("bench_adaptation") as peer, BagReader(self.args.bag) as bag:
+            from diagnostic_msgs.msg import DiagnosticArray
+            from sensor_msgs.msg import Image
+
+            peer.node.create_subscription(Image, f"{NAMESPACE}/depth", lambda msg: None, 2)  # depth_node computes
+            peer.node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: self.diagnostics.update(
+                {s.name: {kv.key: kv.value for kv in s.values} for s in msg.status}), 10)
+            player = BagPlayer(bag, peer.node, start_offset=self.args.start_offset, duration=self.args.duration,
+                               loop=True, topics=list(TOPICS), remap=TOPICS, rewrite=self.rewrite)
+            playing = threading.Thread(target=player.play, daemon=True)
+            try:
+                player.wait_for_subscribers(60.0)
+                self.started = time.monotonic()
+                playing.start()
+                alone = self.sample("depth_node alone", self.args.baseline)
+                self.start_adaptation()
+                together = self.sample("with adaptation", self.args.minutes * 60)
+            finally:
+                player.stop()
+                playing.join(timeout=10)
+                codes = [p.stop() for p in (self.depth_node, self.adaptation) if p is not None]
+        return self.result(alone, together, codes)
+
+    def result(self, alone: list[float], together: list[float], codes: list[int]) -> dict:
+        rate_alone, rate_together = _mean(alone[1:]), _mean(together[1:])
+        result = {
+            "depth_rate_alone_hz": rate_alone, "depth_rate_with_adaptation_hz": rate_together,
+            "rate_ratio": rate_together / rate_alone if rate_alone else float("nan"),
+            "adaptation": self.status("online adaptation"), "memory": self.memory, "exit_codes": codes,
+            "faults": self.fault_reports,
+            "publishes": [dict(zip(("held_out_loss", "replaced_loss", "scale_ratio", "replaced_scale_ratio"),
+                                   map(float, match.groups()), strict=True))
+                          for match in PUBLISHED.finditer((self.args.out / "adaptation_node.log").read_text())],
+            "memory_mb": {name: {"first": rows[0], "last": rows[-1], "peak": max(rows)} for name in
+                          ("depth_node_mb", "adaptation_node_mb")
+                          if (rows := [m[name] for m in self.memory if name in m])},
+        }
+        (self.args.out / "result.json").write_text(json.dumps(result, indent=2))
+        return result
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if v == v]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def main() -> int:
+    args = parse_args()
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before rclpy starts, here or in the nodes
+    os.environ.setdefault("ROS_DOMAIN_ID", "44")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from depth_ros.ros.dds import use_shipped_fastdds_profile
+
+    use_shipped_fastdds_profile()
+    result = Bench(args).run()
     print(json.dumps({k: v for k, v in result.items() if k != "memory"}, indent=2))
     return 0
 

@@ -143,6 +143,48 @@ class NodeProcess:
         return self.process.wait()
 
 
+class RosPeer:
+    """An rclpy node in a context of its own, spun by a background executor: the in-process side of every node test,
+    the demo and the benchmarks. Use as a context manager, or call :meth:`close`.
+
+    Args:
+        name: node name.
+        namespace: node namespace (relative topic names resolve in it).
+    """
+
+    def __init__(self, name: str, namespace: str = ""):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        try:
+            self.node = rclpy.create_node(name, namespace=namespace, context=self.context)
+            self.executor = SingleThreadedExecutor(context=self.context)
+            self.executor.add_node(self.node)
+            self._spinner = threading.Thread(target=self.executor.spin, name=f"{name}_spin", daemon=True)
+            self._spinner.start()
+        except BaseException:
+            self.context.try_shutdown()
+            raise
+
+    def close(self) -> None:
+        """Stop spinning, destroy the node and shut the context down (idempotent)."""
+        if self.context is None:
+            return
+        self.executor.shutdown(timeout_sec=2.0)
+        self._spinner.join(timeout=2.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        self.context = None
+
+    def __enter__(self) -> RosPeer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class NodeHarness:
     """A :class:`NodeProcess` and an rclpy peer in this process that feeds it and records its outputs.
 
@@ -178,7 +220,7 @@ class NodeHarness:
         self.diagnostics: list[tuple[float, dict[str, str]]] = []
         self._changed = threading.Condition()
         self.node_process = NodeProcess(params, log_path, namespace, params_file)
-        self.context = None
+        self.peer: RosPeer | None = None
         try:
             self._start_peer(namespace, compressed, reliable_input)
             self.wait_until(self._connected, "depth_node to start and match every topic")
@@ -188,16 +230,13 @@ class NodeHarness:
             raise
 
     def _start_peer(self, namespace: str, compressed: bool, reliable_input: bool) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import OccupancyGrid
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("depth_node_peer", namespace=namespace, context=self.context)
+        self.peer = RosPeer("depth_node_peer", namespace)
+        self.node = self.peer.node
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         types = {"depth": Image, "depth/camera_info": CameraInfo, "points": PointCloud2, "occupancy": OccupancyGrid,
                  DIAGNOSTICS: DiagnosticArray}
@@ -211,10 +250,6 @@ class NodeHarness:
         self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", input_qos)
         self.reference_pubs = {transport: self.node.create_publisher(*depth_subscription(transport, "reference_depth"),
                                                                      input_qos) for transport in DEPTH_TRANSPORTS}
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._spinner = threading.Thread(target=self.executor.spin, name="node_harness_spin", daemon=True)
-        self._spinner.start()
 
     def _connected(self) -> bool:
         return (self.image_pub.get_subscription_count() > 0 and self.info_pub.get_subscription_count() > 0
@@ -340,13 +375,8 @@ class NodeHarness:
 
     def close(self) -> int:
         """Stop the peer and the node process (SIGINT, then kill); returns the node's exit code."""
-        if self.context is not None:
-            if hasattr(self, "executor"):
-                self.executor.shutdown(timeout_sec=2.0)
-                self._spinner.join(timeout=2.0)
-                self.node.destroy_node()
-            self.context.try_shutdown()
-            self.context = None
+        if self.peer is not None:
+            self.peer.close()
         return self.node_process.stop()
 
     def __enter__(self) -> NodeHarness:
