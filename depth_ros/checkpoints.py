@@ -164,8 +164,9 @@ def resolve(path_or_id: str | os.PathLike) -> tuple[Path, CheckpointMetadata | N
         carry their own).
 
     Raises:
-        CheckpointError: unknown id or path, an official file that is neither cached nor downloadable (the message
-            says which file to fetch and where to put it), or a bundled file missing from this installation.
+        CheckpointError: unknown id or path, a path that is not a regular file or is empty, an official file that
+            is neither cached nor downloadable (the message says which file to fetch and where to put it), or a
+            bundled file missing from this installation.
     """
     text = str(path_or_id)
     if text in OFFICIAL_MODELS:
@@ -180,6 +181,10 @@ def resolve(path_or_id: str | os.PathLike) -> tuple[Path, CheckpointMetadata | N
     if not path.exists():
         known = ", ".join(model_ids())
         raise CheckpointError(f"{path}: no such checkpoint file (or give a model id: {known})")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a folder or a device), so not a checkpoint")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty, not a checkpoint")
     official = _BY_FILENAME.get(path.name)
     return path, official.metadata if official else None
 

@@ -12,7 +12,11 @@ Topics (relative names, the namespace conventions of depth_node):
 - out: ``/diagnostics``; files: ``output_dir/latest.pth`` (the last published weights, an ordinary checkpoint);
   the ``checkpoint`` parameter of ``depth_node_name`` is set to that file after each publish (a SetParameters
   request), so depth_node swaps models between two frames.
-- service ``~/reset`` (std_srvs/Trigger): back to the starting checkpoint, which is published again.
+- service ``~/reset`` (std_srvs/Trigger): back to the starting checkpoint, which is published again; a failure
+  (e.g. ``output_dir`` cannot be written) answers ``success: false`` with the reason.
+
+Every callback (subscriptions, timer, service) catches its errors: logged (throttled), that message dropped or that
+request answered with ``success: false``, the node goes on (docs/robustness.md).
 
 The camera pose of an image is ``T_odom_base(t) @ T_base_camera``, with the odometry interpolated at the image stamp
 (linear translation, slerp rotation; :class:`~depth_ros.geometry.transform.PoseTrajectory`). An image waits for the
@@ -29,11 +33,13 @@ Parameters: :class:`AdaptationNodeConfig` (documented in config/adaptation.yaml)
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -63,7 +69,7 @@ from depth_ros.ros.conversions import (
 )
 from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE, ConfigError, ParameterTable, _param, declare_and_load
 from depth_ros.ros.runner import run_node
-from depth_ros.ros.throttle import ThrottledLog
+from depth_ros.ros.throttle import ThrottledLog, trigger_failed
 
 ODOM_HISTORY = 10.0  # s of odometry kept for interpolation
 TIME_JUMP = 1.0  # s; odometry going back further than this restarts the history (a looped bag), less is rejected
@@ -129,9 +135,11 @@ class AdaptationNodeConfig(ParameterTable):
             divergence_factor=self.divergence_factor)
 
     def _validate(self) -> None:
+        output_problem = folder_problem(self.output_dir)
         checks = [
             (self.checkpoint != "", "checkpoint", "must name the starting checkpoint file or model id"),
             (self.output_dir != "", "output_dir", "must name a folder"),
+            (output_problem is None, "output_dir", output_problem),
             (self.threads >= 1, "threads", "must be >= 1"),
             (self.input_size >= 0, "input_size", "must be 0 (the checkpoint's) or a positive number of px"),
             (len(self.camera_to_base) == 6, "camera_to_base", "must be [x, y, z, roll, pitch, yaw]"),
@@ -151,6 +159,23 @@ class AdaptationNodeConfig(ParameterTable):
             self.adaptation()
         except ValueError as error:
             raise ConfigError(str(error)) from None
+
+
+def folder_problem(path: str) -> str | None:
+    """Why ``path`` cannot be (or become) a folder this process writes into, or None if it can: an existing
+    non-folder, a non-folder on the way to it, or no write permission on the nearest existing folder. Nothing is
+    created."""
+    if not path:
+        return None
+    target = Path(path).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        return "names an existing file, not a folder"
+    existing = next(parent for parent in (target, *target.parents) if parent.exists())
+    if not existing.is_dir():
+        return f"lies under {existing}, which is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot be written: no write permission on {existing}"
+    return None
 
 
 def _tf_buffer(node: Node):
@@ -221,19 +246,22 @@ class AdaptationNode(Node):
         self.live_abs_rel: float | None = None
         self._update_times: deque[float] = deque(maxlen=20)
 
+        guard = self._log.guard  # every callback: a failure answers or drops that one message, the node goes on
         image_type, image_topic = (CompressedImage, "image/compressed") if config.use_compressed else (Image, "image")
-        self.create_subscription(image_type, image_topic, self._on_image, qos_profile_sensor_data)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
+        self.create_subscription(image_type, image_topic, guard("image callback", self._on_image),
+                                 qos_profile_sensor_data)
+        self.create_subscription(CameraInfo, "camera_info", guard("camera_info callback", self._on_camera_info),
+                                 qos_profile_sensor_data)
         self._tf, self._tf_listener = _tf_buffer(self) if config.pose_source == "tf" else (None, None)
         if self._tf is None:
-            self.create_subscription(Odometry, "odom", self._on_odom, QoSProfile(depth=100))
+            self.create_subscription(Odometry, "odom", guard("odom callback", self._on_odom), QoSProfile(depth=100))
             self._subscribe_tf_static()
         if config.use_reference_depth:
             self.create_subscription(*depth_subscription(config.reference_transport, "reference_depth"),
-                                     self._on_reference, qos_profile_sensor_data)
-        self.create_service(Trigger, "~/reset", self._on_reset)
+                                     guard("reference_depth callback", self._on_reference), qos_profile_sensor_data)
+        self.create_service(Trigger, "~/reset", guard("reset", self._on_reset, trigger_failed))
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(config.diagnostics_period, self._publish_diagnostics)
+        self.create_timer(config.diagnostics_period, guard("diagnostics", self._publish_diagnostics))
         self._param_client = None
         if config.depth_node_name:
             from rclpy.parameter_client import AsyncParameterClient
@@ -254,7 +282,8 @@ class AdaptationNode(Node):
             self.get_logger().info("tf2_msgs not available: the camera extrinsic comes from camera_to_base")
             return
         latched = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched)
+        self.create_subscription(TFMessage, "/tf_static", self._log.guard("tf_static callback", self._on_tf_static),
+                                 latched)
 
     # --- inputs -----------------------------------------------------------------------------------------------
     def _on_tf_static(self, msg) -> None:

@@ -1,0 +1,147 @@
+"""Hostile input over the real interfaces (docs/robustness.md): the nodes over real ROS 2 in their own processes, the
+tools as console scripts. Each test is the regression test of one defect of issue 22."""
+
+import copy
+import time
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+
+from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.ros.conversions import camera_info_msg, rgb_to_image_msg
+from depth_ros.testing import NodeHarness, NodeProcess, random_checkpoint
+
+CAMERA = PinholeCamera(fx=120.0, fy=120.0, cx=79.5, cy=59.5, width=160, height=120)
+NAMESPACE = "/robust"
+
+
+def _messages():
+    from std_msgs.msg import Header
+
+    rgb = np.random.default_rng(0).integers(0, 255, (CAMERA.height, CAMERA.width, 3), dtype=np.uint8)
+    header = Header(frame_id="camera_optical_frame")
+    return rgb_to_image_msg(rgb, header), camera_info_msg(CAMERA, header)
+
+
+def _wait(future, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return future.result()
+
+
+# ------------------------------------------------------------------------------------------------------ depth_node
+@pytest.fixture(scope="module")
+def depth_node(checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("robust_depth_node")
+    harness = NodeHarness({"checkpoint": str(checkpoint), "diagnostics_period": 0.5}, folder / "depth_node.log",
+                          NAMESPACE, reliable_input=True)
+    yield harness, folder
+    assert harness.close() == 0, harness.log()[-3000:]
+
+
+def _parameter_client(harness: NodeHarness):
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(harness.node, f"{NAMESPACE}/depth_node")
+    assert client.wait_for_services(timeout_sec=10.0)
+    return client
+
+
+def _checkpoint_parameter(client) -> str:
+    return _wait(client.get_parameters(["checkpoint"])).values[0].string_value
+
+
+@pytest.mark.xdist_group("robust_depth_node")
+class TestDepthNode:
+    def test_a_rejected_checkpoint_never_stays_the_parameter(self, depth_node, checkpoint):
+        from rclpy.parameter import Parameter
+
+        harness, folder = depth_node
+        client = _parameter_client(harness)
+        image, info = _messages()
+        empty, garbage = folder / "empty.pth", folder / "garbage.pth"
+        empty.write_bytes(b"")
+        garbage.write_bytes(b"x")  # a regular, non-empty file whose load fails at once: the revert races the set
+        for refused, reason in ((empty, "the file is empty"), ("/dev/zero", "not a regular file")):
+            result = _wait(client.set_parameters([Parameter("checkpoint", value=str(refused))])).results[0]
+            assert not result.successful and reason in result.reason
+            assert _checkpoint_parameter(client) == str(checkpoint)
+        for _ in range(3):
+            start = harness.log_size()
+            result = _wait(client.set_parameters([Parameter("checkpoint", value=str(garbage))])).results[0]
+            assert result.successful  # accepted: it loads in the background, the old model goes on
+            harness.wait_for_log(f"checkpoint {garbage} rejected, keeping {checkpoint}", start)
+            deadline = time.monotonic() + 10.0
+            while _checkpoint_parameter(client) != str(checkpoint):
+                assert time.monotonic() < deadline, "the parameter still names the rejected checkpoint"
+                time.sleep(0.1)
+            harness.outputs(harness.send(image, info), ("depth",))  # the old model still publishes
+        values = harness.latest_diagnostics(lambda v: int(v.get("rejected checkpoints", 0)) >= 5, "rejections")
+        assert values["checkpoint"] == str(checkpoint) and _checkpoint_parameter(client) == str(checkpoint)
+
+    def test_an_implausible_focal_length_drops_the_camera_info(self, depth_node):
+        harness, _ = depth_node
+        image, info = _messages()
+        bad = copy.deepcopy(info)
+        bad.p[0] = 1e30
+        start = harness.log_size()
+        out = harness.outputs(harness.send(image, bad, frame_id="huge_focal"), ("depth",))
+        harness.wait_for_log("dropping CameraInfo: CameraInfo P has an implausible focal length fx=1e+30", start)
+        assert out["depth"].width == CAMERA.width
+        assert "no valid CameraInfo on" in harness.log(start)  # depth only: no camera for 'huge_focal'
+
+    def test_a_clock_jump_is_warned_and_the_frames_after_it_are_processed(self, depth_node):
+        harness, _ = depth_node
+        image, info = _messages()
+        now = harness.now()
+        start = harness.log_size()
+        stamps = [harness.send(image, info, stamp=Time(sec=now.sec + 365 * 86400, nanosec=now.nanosec))]
+        harness.outputs(stamps[0], ("depth",))
+        stamps += [harness.send(image, info) for _ in range(2)]  # back to the normal clock: a year backwards
+        for stamp in stamps:
+            harness.outputs(stamp, ("depth",))
+        log = harness.log(start)
+        assert "a clock jump (more than 30.0 s)" in log and "stamps going backwards" not in log
+
+
+# ------------------------------------------------------------------------------------------------- adaptation_node
+def test_adaptation_reset_that_cannot_write_answers_false_and_the_node_goes_on(tmp_path):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from std_srvs.srv import Trigger
+
+    start = random_checkpoint(tmp_path / "start.pth", input_size=42)
+    output_dir = tmp_path / "adapted"
+    node = NodeProcess({"checkpoint": str(start), "output_dir": str(output_dir), "depth_node_name": "",
+                        "camera_to_base": [0.0] * 6}, tmp_path / "adaptation_node.log", NAMESPACE,
+                       executable="adaptation_node")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    peer = rclpy.create_node("reset_peer", namespace=NAMESPACE, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(peer)
+    try:
+        client = peer.create_client(Trigger, f"{NAMESPACE}/adaptation_node/reset")
+        deadline = time.monotonic() + 60
+        while not client.service_is_ready():
+            node.check_running()
+            assert time.monotonic() < deadline, node.log()
+            executor.spin_once(timeout_sec=0.1)
+        output_dir.write_text("a file where the published weights should go")  # after a clean start
+        for _ in range(2):  # the node survives the failure and answers again
+            future = client.call_async(Trigger.Request())
+            executor.spin_until_future_complete(future, timeout_sec=30.0)
+            assert not future.result().success and "reset failed: FileExistsError" in future.result().message
+            node.check_running()
+        output_dir.unlink()
+        future = client.call_async(Trigger.Request())
+        executor.spin_until_future_complete(future, timeout_sec=30.0)
+        assert future.result().success and (output_dir / "latest.pth").is_file()
+        assert "Traceback" not in node.log()
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        peer.destroy_node()
+        context.try_shutdown()
+        assert node.stop() == 0, node.log()[-3000:]
