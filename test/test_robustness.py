@@ -145,3 +145,80 @@ def test_adaptation_reset_that_cannot_write_answers_false_and_the_node_goes_on(t
         peer.destroy_node()
         context.try_shutdown()
         assert node.stop() == 0, node.log()[-3000:]
+
+
+def test_adaptation_node_bounds_the_decoded_size_of_compressed_images(tmp_path):
+    import rclpy
+    from nav_msgs.msg import Odometry
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage
+
+    from depth_ros.testing import large_png
+
+    start = random_checkpoint(tmp_path / "start.pth", input_size=42)
+    node = NodeProcess({"checkpoint": str(start), "output_dir": str(tmp_path / "adapted"), "depth_node_name": "",
+                        "camera_to_base": [0.0] * 6, "use_compressed": True}, tmp_path / "adaptation_node.log",
+                       NAMESPACE, executable="adaptation_node")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    peer = rclpy.create_node("bomb_peer", namespace=NAMESPACE, context=context)
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    image_pub = peer.create_publisher(CompressedImage, "image/compressed", reliable)
+    odom_pub = peer.create_publisher(Odometry, "odom", reliable)
+    try:
+        deadline = time.monotonic() + 60
+        while image_pub.get_subscription_count() == 0 or odom_pub.get_subscription_count() == 0:
+            node.check_running()
+            assert time.monotonic() < deadline, node.log()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        bomb = CompressedImage(format="png", data=large_png())  # 12 kB, 10000 x 10000 px decoded
+        bomb.header.frame_id = "camera_optical_frame"
+        for sec in (100, 101, 102):  # odometry around the image's stamp: the image is offered, i.e. decoded
+            odom = Odometry(child_frame_id="base_link")
+            odom.header.frame_id, odom.header.stamp.sec, odom.pose.pose.orientation.w = "odom", sec, 1.0
+            odom_pub.publish(odom)
+            if sec == 101:
+                bomb.header.stamp.sec = sec
+                image_pub.publish(bomb)
+            time.sleep(0.2)
+        expected = "compressed image (format 'png') is 10000x10000 = 100000000 px, more than the limit of 16777216 px"
+        deadline = time.monotonic() + 30
+        while expected not in node.log():
+            node.check_running()
+            assert time.monotonic() < deadline, node.log()
+            time.sleep(0.1)
+    finally:
+        peer.destroy_node()
+        context.try_shutdown()
+        assert node.stop() == 0, node.log()[-3000:]
+
+
+# ----------------------------------------------------------------------------------------------------------- tools
+def _script(name: str) -> list[str]:
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name(name)
+    return [str(script)] if script.is_file() else [sys.executable, "-m", f"depth_ros.tools.{name}"]
+
+
+def test_infer_processes_every_good_image_of_a_folder_and_names_the_bad_one(tmp_path, checkpoint):
+    import subprocess
+
+    import cv2
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rgb = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    cv2.imwrite(str(folder / "a.png"), rgb)
+    cv2.imwrite(str(folder / "b.png"), rgb[:1, :1])  # 1 x 1 px: smaller than one network patch
+    cv2.imwrite(str(folder / "c.png"), rgb)
+    out = tmp_path / "out"
+    result = subprocess.run([*_script("infer"), str(folder), "--checkpoint", str(checkpoint), "--device", "cpu",
+                             "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert sorted(p.name for p in out.glob("*.npy")) == ["a_depth.npy", "c_depth.npy"]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"infer: error: 1 of 3 images skipped (the others are in {out}): {folder / 'b.png'}: ")
+    assert "Traceback" not in result.stderr

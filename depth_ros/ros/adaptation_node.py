@@ -53,6 +53,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from depth_ros.adaptation import AdaptationConfig, OnlineAdapter
+from depth_ros.data.images import MAX_IMAGE_PIXELS
 from depth_ros.data.poses import chain_transform, tf_edges
 from depth_ros.estimator import DepthEstimator
 from depth_ros.geometry.camera import PinholeCamera
@@ -67,7 +68,14 @@ from depth_ros.ros.conversions import (
     image_to_rgb,
     stamp_ns,
 )
-from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE, ConfigError, ParameterTable, _param, declare_and_load
+from depth_ros.ros.params import (
+    DEFAULT_CAMERA_TO_BASE,
+    MIN_IMAGE_PIXELS,
+    ConfigError,
+    ParameterTable,
+    _param,
+    declare_and_load,
+)
 from depth_ros.ros.runner import run_node
 from depth_ros.ros.throttle import ThrottledLog, trigger_failed
 
@@ -99,6 +107,9 @@ class AdaptationNodeConfig(ParameterTable):
         "raw", "reference_depth transport: raw (Image 32FC1 m / 16UC1 mm) or compressedDepth (image_transport, "
         "reference_depth/compressedDepth).")
     use_rectified: bool = _param(True, "Intrinsics from CameraInfo P (rectified images) instead of K.")
+    max_image_pixels: int = _param(
+        MAX_IMAGE_PIXELS, "px. Largest width x height of an input image (compressed: read from its header before "
+        "decoding), as depth_node's; larger images are dropped. Also bounds reference depth images.")
     pose_source: str = _param(
         "odom", "Camera poses from odom (the odom topic + the camera extrinsic) or tf (tf2 alone: fixed_frame -> "
         "the image's frame; needs tf2_ros, i.e. a ROS 2 distro).")
@@ -141,6 +152,8 @@ class AdaptationNodeConfig(ParameterTable):
             (self.output_dir != "", "output_dir", "must name a folder"),
             (output_problem is None, "output_dir", output_problem),
             (self.threads >= 1, "threads", "must be >= 1"),
+            (self.max_image_pixels >= MIN_IMAGE_PIXELS, "max_image_pixels",
+             f"must be >= {MIN_IMAGE_PIXELS} px (one 14 x 14 network patch)"),
             (self.input_size >= 0, "input_size", "must be 0 (the checkpoint's) or a positive number of px"),
             (len(self.camera_to_base) == 6, "camera_to_base", "must be [x, y, z, roll, pitch, yaw]"),
             (self.odom_tolerance > 0, "odom_tolerance", "must be > 0 s"),
@@ -374,7 +387,8 @@ class AdaptationNode(Node):
     def _offer(self, image: _PendingImage, odom) -> None:
         msg = image.msg
         try:
-            rgb = (compressed_to_rgb if self.config.use_compressed else image_to_rgb)(msg)
+            decode = compressed_to_rgb if self.config.use_compressed else image_to_rgb
+            rgb = decode(msg, max_pixels=self.config.max_image_pixels)
         except ValueError as error:
             self._reject("image", str(error))
             return
@@ -401,7 +415,7 @@ class AdaptationNode(Node):
         if msg is None:
             return
         try:
-            reference = reference_at(depth_msg_to_array(msg), rgb.shape[:2])
+            reference = reference_at(depth_msg_to_array(msg, max_pixels=self.config.max_image_pixels), rgb.shape[:2])
         except ValueError as error:
             self._reject("reference_depth", str(error))
             return

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from depth_ros.data.rosbag import CAMERA_INFO, IMAGE_TYPES, USE_RECTIFIED, BagReader, default_info_topic
 from depth_ros.ros.conversions import stamp_ns
 from depth_ros.stamps import nearest_index
-from depth_ros.tools.cli import run_cli
+from depth_ros.tools.cli import Skipped, run_cli
 
 if TYPE_CHECKING:
     from depth_ros.geometry.camera import PinholeCamera
@@ -170,12 +170,12 @@ class ProcessSummary:
     Attributes:
         frames: frames processed (written).
         messages: output topic -> messages written.
-        skipped: one ``<topic> at <stamp> s: <problem>`` line per frame skipped.
+        skipped: the frames skipped, one ``<bag>: <topic> at <stamp> s: <problem>`` line each.
     """
 
     frames: int
     messages: dict[str, int]
-    skipped: list[str]
+    skipped: Skipped
 
 
 def output_topic(namespace: str, name: str) -> str:
@@ -249,7 +249,7 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
                     copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag.ros2_typestore)
                               for c in bag.reader.connections}
                 counts = dict.fromkeys(topics.values(), 0)
-                frames, skipped = 0, []
+                frames, skipped = 0, Skipped("frame")
                 image_ids = {c.id for c in bag.image_connections}
                 with tqdm(total=bag.frame_count, desc="process_bag", unit="frame", disable=not progress) as bar:
                     for connection, time_ns, raw in bag.messages(all_topics=copy_input):
@@ -268,8 +268,7 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
                         except ValueError as exc:
                             if strict:
                                 raise
-                            log.warning("skipping frame: %s", exc)
-                            skipped.append(str(exc))
+                            skipped.add(str(exc))
                             continue
                         messages = output_messages(out, frame.header, config.grid_frame, pipeline.grid_options.spec)
                         for name, msg in messages.items():
@@ -317,10 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                               strict=args.strict)
         written = ", ".join(f"{topic} {count}" for topic, count in summary.messages.items())
         log.info("%s: %d frames processed; messages: %s", args.output, summary.frames, written)
-        if summary.skipped:
-            total = summary.frames + len(summary.skipped)
-            raise ValueError(f"{len(summary.skipped)} of {total} frames skipped (the others are in {args.output}): "
-                             + "; ".join(summary.skipped))
+        summary.skipped.check(summary.frames + len(summary.skipped.problems), args.output)
 
     return run_cli("process_bag", run)
 
