@@ -222,3 +222,29 @@ def test_infer_processes_every_good_image_of_a_folder_and_names_the_bad_one(tmp_
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"infer: error: 1 of 3 images skipped (the others are in {out}): {folder / 'b.png'}: ")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("50:10", "frame range '50:10' selects no frame of the"),  # the string typed, not the base-60 number 3010
+    ("70:", "expected str, got {70: None}: YAML read the text as dict; quote it to keep it as typed"),
+])
+def test_training_cli_keeps_a_frame_range_override_as_typed(shared_data, tmp_path, value, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"encoder": "vits", "max_depth": 6.0},
+        "data": {"path": str(shared_data / "7scenes_redkitchen"), "split": {"train_frames": "0:6",
+                                                                           "val_frames": "70:72"}, "input_size": 42},
+        "optim": {"epochs": 1, "batch_size": 2}, "run": {"output_dir": str(tmp_path / "run")}}))
+    script = Path(__file__).resolve().parents[1] / "training" / "train_supervised.py"
+    result = subprocess.run([sys.executable, str(script), "--config", str(config), "--set",
+                             f"data.split.train_frames={value}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert message in last and "3010" not in last, last
+    assert not (tmp_path / "run" / "best.pth").exists()
