@@ -195,12 +195,13 @@ def test_adaptation_node_bounds_the_decoded_size_of_compressed_images(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------- tools
-def _script(name: str) -> list[str]:
+def _script(name: str, module: str | None = None) -> list[str]:
+    """The console script ``name``, else its module ``depth_ros.tools.<module or name>``."""
     import sys
     from pathlib import Path
 
     script = Path(sys.executable).with_name(name)
-    return [str(script)] if script.is_file() else [sys.executable, "-m", f"depth_ros.tools.{name}"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", f"depth_ros.tools.{module or name}"]
 
 
 def test_infer_processes_every_good_image_of_a_folder_and_names_the_bad_one(tmp_path, checkpoint):
@@ -248,3 +249,46 @@ def test_training_cli_keeps_a_frame_range_override_as_typed(shared_data, tmp_pat
     last = result.stderr.strip().splitlines()[-1]
     assert message in last and "3010" not in last, last
     assert not (tmp_path / "run" / "best.pth").exists()
+
+
+def _umask_022():
+    import os
+
+    os.umask(0o022)
+
+
+def test_training_states_are_shared_like_checkpoints(shared_data, tmp_path):
+    import stat
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"encoder": "vits", "max_depth": 6.0},
+        "data": {"path": str(shared_data / "7scenes_redkitchen"), "split": {"train_frames": "0:4",
+                                                                           "val_frames": "70:72"}, "input_size": 42},
+        "optim": {"epochs": 1, "batch_size": 2}, "run": {"output_dir": str(tmp_path / "run"),
+                                                         "validate_at_start": False}}))
+    script = Path(__file__).resolve().parents[1] / "training" / "train_supervised.py"
+    result = subprocess.run([sys.executable, str(script), "--config", str(config), "--stop-after-steps", "1"],
+                            capture_output=True, text=True, timeout=600, preexec_fn=_umask_022)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (state,) = (tmp_path / "run" / "states").iterdir()
+    modes = {p.relative_to(tmp_path / "run").as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in [state, *state.rglob("*")]}
+    assert f"{state.relative_to(tmp_path / 'run').as_posix()}/model.safetensors" in modes
+    assert modes == {name: 0o755 if (tmp_path / "run" / name).is_dir() else 0o644 for name in modes}
+
+
+def test_an_exported_onnx_file_is_shared_like_checkpoints(tmp_path, checkpoint):
+    import stat
+    import subprocess
+
+    out = tmp_path / "model.onnx"
+    result = subprocess.run([*_script("depth_ros_export", "export"), str(checkpoint), str(out), "--image-size",
+                             "98x70"], capture_output=True, text=True, timeout=600, preexec_fn=_umask_022)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644 and not list(tmp_path.glob(".*.tmp"))
