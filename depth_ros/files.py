@@ -40,8 +40,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     and is renamed over ``path``. On an error (or Ctrl-C) it is removed and any previous file at ``path`` is left as
     it was.
 
-    The temporary name is ``.<name>.<pid>.<random>.tmp``; those of earlier writes of ``path`` whose process no longer
-    runs (killed mid-write) are removed first. The parent folder is created when missing.
+    The temporary name is ``.<name>.<pid>.<random>.tmp<suffix>`` (the suffix kept for writers that take the format
+    from the file name: OpenCV, open3d); those of earlier writes of ``path`` whose process no longer runs (killed
+    mid-write) are removed first. The parent folder is created when missing.
 
     Raises:
         OSError: the folder cannot be created or written (nothing is left behind).
@@ -49,7 +50,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -61,8 +62,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.<name>.<pid>.*.tmp`` files beside ``path`` left by writes whose process has died."""
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    """Delete ``.<name>.<pid>.*.tmp<suffix>`` files beside ``path`` left by writes whose process has died."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(path.suffix)}"):
         pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
         if pid.isdigit() and not _process_exists(int(pid)):
             tmp.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from depth_ros.backends import BACKENDS
 from depth_ros.checkpoints import DEFAULT_MODEL
 from depth_ros.data.images import MAX_IMAGE_PIXELS, read_image
+from depth_ros.files import atomic_write
 from depth_ros.tools.cli import Skipped, run_cli
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, ValueError) as exc:
                 skipped.add(str(exc))
                 continue
-            np.save(args.out / f"{path.stem}_depth.npy", depth)
+            with atomic_write(args.out / f"{path.stem}_depth.npy") as tmp:
+                np.save(tmp, depth)
             save_image(args.out / f"{path.stem}_depth.png", colorize_depth(depth))
             if args.ply:
                 height, width = depth.shape
