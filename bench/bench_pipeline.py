@@ -68,14 +68,15 @@ def benchmark_stages(pipeline, frame, config, runs: int, warmup: int) -> dict[st
 
 
 def camera_frame():
-    """The Motorcycle image resized to 640x480 (a 4:3 camera) as a :class:`depth_ros.tools.demo.DemoFrame`."""
+    """The Motorcycle image resized to 640x480 (a 4:3 camera) as a :class:`depth_ros.frame.Frame` without depth."""
     import cv2
 
-    from depth_ros.tools.demo import DemoFrame, motorcycle_frame
+    from depth_ros.frame import Frame
+    from depth_ros.tools.demo import motorcycle_frame
 
     motorcycle = motorcycle_frame()
-    return DemoFrame(cv2.resize(motorcycle.rgb, (640, 480), interpolation=cv2.INTER_AREA),
-                     motorcycle.camera.resized(640, 480), motorcycle.frame_id, None)
+    return Frame(cv2.resize(motorcycle.rgb, (640, 480), interpolation=cv2.INTER_AREA),
+                 motorcycle.camera.resized(640, 480), 0, motorcycle.frame_id)
 
 
 def _summary(latencies: list[float]) -> str:

@@ -254,7 +254,7 @@ def evaluate_frames(predict: Callable[[object], np.ndarray], frames: Iterable, *
     Args:
         predict: frame -> (H, W) prediction at the frame's depth resolution (e.g. ``DepthEstimator.infer`` of
             ``frame.rgb`` with ``fx=frame.camera.fx``).
-        frames: :class:`depth_ros.data.RGBDFrame` objects (``.depth`` the ground truth).
+        frames: :class:`depth_ros.frame.Frame` objects (``.depth`` the ground truth).
         min_depth: see :func:`evaluate_depth`.
         max_depth: see :func:`evaluate_depth`.
         crop: see :func:`evaluate_depth`.

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from depth_ros.estimator import DepthEstimator
-from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.geometry.camera import PinholeCamera, check_camera_matches
 from depth_ros.geometry.occupancy import GridSpec, occupancy_grid
 from depth_ros.geometry.pointcloud import build_cloud
 from depth_ros.geometry.transform import transform_points
@@ -81,15 +81,6 @@ class PipelineOutput:
     cloud: np.ndarray | None = None
     grid: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def check_camera_matches(camera: PinholeCamera, height: int, width: int) -> None:
-    """Raise ValueError naming both sizes when the camera does not describe an image of ``width`` x ``height``."""
-    if (camera.width, camera.height) != (width, height):
-        raise ValueError(
-            f"CameraInfo describes a {camera.width}x{camera.height} image (after binning/ROI) but the image is "
-            f"{width}x{height}"
-        )
 
 
 class DepthPipeline:

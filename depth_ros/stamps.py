@@ -1,4 +1,4 @@
-"""Stamp matching: the one rule every reader and node uses to pair messages by time.
+"""Stamp matching: the one rule every reader and node uses to pair messages by time, and the buffer it searches.
 
 A stamp pairs with the nearest candidate stamp if that is no more than ``max_dt`` seconds away (ties go to the
 earlier candidate), as the TUM benchmark's ``associate.py`` and message_filters' ``ApproximateTime`` policy with a
@@ -6,6 +6,8 @@ slop do for two topics.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -45,3 +47,50 @@ def match_stamps(reference: np.ndarray, other: np.ndarray, max_dt: float) -> lis
         if j is not None:
             pairs.append((i, j))
     return pairs
+
+
+class StampedBuffer:
+    """Items keyed by stamp (integer nanoseconds), the newest ``capacity`` kept; thread-safe.
+
+    Args:
+        capacity: items kept (the oldest stamps go first); None keeps all.
+    """
+
+    def __init__(self, capacity: int | None):
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"a stamped buffer keeps at least 1 item, got capacity {capacity}")
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._items: dict[int, object] = {}
+
+    def __getstate__(self) -> dict:  # picklable (DataLoader workers): the lock is per process
+        return {"capacity": self.capacity, "items": self.snapshot()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["capacity"])
+        for stamp, item in zip(*state["items"], strict=True):
+            self.add(int(stamp), item)
+
+    def add(self, stamp_ns: int, item) -> None:
+        """Keep ``item`` at ``stamp_ns`` (a repeated stamp replaces the earlier item)."""
+        with self._lock:
+            self._items[stamp_ns] = item
+            while self.capacity is not None and len(self._items) > self.capacity:
+                del self._items[min(self._items)]
+
+    def discard(self, stamp_ns: int) -> None:
+        """Forget the item at ``stamp_ns`` if there is one."""
+        with self._lock:
+            self._items.pop(stamp_ns, None)
+
+    def snapshot(self) -> tuple[np.ndarray, list]:
+        """(N,) int64 sorted stamps and their N items, as they are now."""
+        with self._lock:
+            stamps = sorted(self._items)
+            return np.array(stamps, dtype=np.int64), [self._items[s] for s in stamps]
+
+    def nearest(self, stamp_ns: int, max_dt: float) -> tuple[int, object] | None:
+        """``(stamp, item)`` nearest to ``stamp_ns`` (ties: the earlier) within ``max_dt`` seconds, else None."""
+        stamps, items = self.snapshot()
+        index = nearest_index(stamps, stamp_ns, max_dt * 1e9)
+        return None if index is None else (int(stamps[index]), items[index])

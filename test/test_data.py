@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from depth_ros.checkpoints import network_size
-from depth_ros.data import RGBDFrame, Split, open_rgbd, parse_frame_range
+from depth_ros.data import Split, open_rgbd, parse_frame_range
 from depth_ros.data.augment import Augmentation, EpochShuffleSampler, TrainingFrames, TrainTransform
 from depth_ros.data.nyu import NyuH5
 from depth_ros.data.rosbag import USE_RECTIFIED, BagError, BagReader, RosbagRGBD
 from depth_ros.data.tum import TumRGBD
+from depth_ros.frame import Frame
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from depth_ros.stamps import match_stamps
@@ -317,12 +318,12 @@ def test_parse_frame_range():
 # Training transform
 
 
-def _coded_frame() -> RGBDFrame:
+def _coded_frame() -> Frame:
     """A 48x64 frame whose depth encodes its pixel: depth = 1 + u / 100 + v / 10000."""
     v, u = np.mgrid[0:48, 0:64]
     depth = (1 + u / 100 + v / 10000).astype(np.float32)
     rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    return RGBDFrame(rgb, depth, PinholeCamera(50.0, 45.0, 30.2, 25.7, 64, 48), 0.0, "coded")
+    return Frame(rgb, PinholeCamera(50.0, 45.0, 30.2, 25.7, 64, 48), 0, depth=depth, name="coded")
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -71,15 +71,15 @@ def test_motorcycle_ground_truth_follows_the_middlebury_calibration():
     # scikit-image's docstring: f = 994.978 px, doffs = 31.086 px, baseline = 193.001 mm at its 741 x 500 px
     expected = 0.193001 * 994.978 / (disparity + 31.086)
     valid = np.isfinite(disparity)
-    np.testing.assert_allclose(native.ground_truth[valid], expected[valid], rtol=1e-5)
-    assert np.isnan(native.ground_truth[~valid]).all()
-    assert native.camera.fx == pytest.approx(994.978, abs=1e-3) and native.ground_truth.shape == (500, 741)
+    np.testing.assert_allclose(native.depth[valid], expected[valid], rtol=1e-5)
+    assert np.isnan(native.depth[~valid]).all()
+    assert native.camera.fx == pytest.approx(994.978, abs=1e-3) and native.depth.shape == (500, 741)
     frame = motorcycle_frame()
-    assert frame.rgb.shape == (432, 640, 3) and frame.ground_truth.shape == (432, 640)
+    assert frame.rgb.shape == (432, 640, 3) and frame.depth.shape == (432, 640)
     assert (frame.camera.width, frame.camera.height) == (640, 432)
     assert frame.camera.fx == pytest.approx(994.978 * 640 / 741, rel=1e-5)
-    depth = frame.ground_truth[np.isfinite(frame.ground_truth)]
-    assert depth.size > 0.9 * frame.ground_truth.size and 1.0 < np.median(depth) < 4.0 and depth.max() < 6.0
+    depth = frame.depth[np.isfinite(frame.depth)]
+    assert depth.size > 0.9 * frame.depth.size and 1.0 < np.median(depth) < 4.0 and depth.max() < 6.0
 
 
 def test_demo_on_the_builtin_image(checkpoint, tmp_path):

@@ -166,7 +166,7 @@ class TestDefaultNode:
         stamp = node.send(bag["image"][0], frame_id="camera_without_info")
         depth = node.outputs(stamp, ("depth",))["depth"]
         assert depth.header.frame_id == "camera_without_info"
-        node.wait_for_log("no valid CameraInfo on /e2e/camera_info for frame 'camera_without_info' yet", start)
+        node.wait_for_log("no valid CameraInfo for frame 'camera_without_info' yet on /e2e/camera_info", start)
         later = node.outputs(node.send(bag["image"][1], bag["info"][1]))  # the next frame with CameraInfo
         assert stamp not in node.received["points"] and stamp not in node.received["depth/camera_info"]
         assert stamp not in node.received["occupancy"] and later["points"].width == 640
@@ -226,7 +226,7 @@ class TestDefaultNode:
         else:
             bad.width, bad.height = 320, 240
             expected_log = ("does not fit this image: CameraInfo describes a 320x240 image (after binning/ROI) but "
-                            "the image is 640x480; using the latest one of its size")
+                            "the image is 640x480; using the nearest one of its size")
         start = node.log_size()
         out = node.outputs(node.send(image, bad))
         node.wait_for_log(expected_log, start)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from depth_ros.checkpoints import CheckpointError, CheckpointMetadata, build_model, save_checkpoint
 from depth_ros.data.augment import TrainTransform
-from depth_ros.data.frames import RGBDFrame
 from depth_ros.estimator import DepthEstimator, resize_to_network
+from depth_ros.frame import Frame
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.models import ARCHITECTURES, DepthAnythingV2, PackNet, create_model, depth_scales
 from depth_ros.models.packnet import PackingBlock, UnpackingBlock, depth_to_space, lift_3d, space_to_depth
@@ -168,8 +168,8 @@ def test_weights_of_another_variant_are_rejected_by_name(checkpoint):
 
 def test_train_transform_takes_the_architectures_preprocessing():
     rng = np.random.default_rng(0)
-    frame = RGBDFrame(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), np.full((96, 128), 2.0, np.float32),
-                      PinholeCamera(100.0, 100.0, 63.5, 47.5, 128, 96), 0.0, "f")
+    frame = Frame(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), PinholeCamera(100.0, 100.0, 63.5, 47.5, 128, 96),
+                  0, depth=np.full((96, 128), 2.0, np.float32), name="f")
     sample = TrainTransform(64, preprocessing=META.preprocessing)(frame, np.random.default_rng(0))
     assert sample["image"].shape == (3, 64, 64) and sample["depth"].shape == (64, 64)
     assert 0.0 <= float(sample["image"].min()) and float(sample["image"].max()) <= 1.0  # not ImageNet-normalised

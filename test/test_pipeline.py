@@ -9,12 +9,12 @@ import torch
 
 from depth_ros.checkpoints import CheckpointMetadata
 from depth_ros.estimator import DepthEstimator
-from depth_ros.geometry.camera import PinholeCamera
+from depth_ros.geometry.camera import PinholeCamera, check_camera_matches
 from depth_ros.geometry.occupancy import FREE, OCCUPIED, UNKNOWN, GridSpec
 from depth_ros.geometry.pointcloud import unpack_rgb
 from depth_ros.geometry.transform import OPTICAL_TO_BODY, pose_matrix
 from depth_ros.models import DepthAnythingV2
-from depth_ros.pipeline import CloudOptions, DepthPipeline, GridOptions, check_camera_matches
+from depth_ros.pipeline import CloudOptions, DepthPipeline, GridOptions
 from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE, NodeConfig
 
 # A 7-Scenes-like camera (Kinect, 640x480, f = 585 px) and a grid 10 m x 10 m at 5 cm with the robot at its left

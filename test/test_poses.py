@@ -9,8 +9,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
 
-from depth_ros.data.poses import PoseSource, TransformChain, load_camera_trajectory
+from depth_ros.data.poses import PoseSource, load_camera_trajectory
 from depth_ros.data.rosbag import BagReader
+from depth_ros.geometry.tf_tree import TransformChain
 from depth_ros.geometry.transform import PoseLookupError, PoseTrajectory, relative_pose
 
 ODOM = "7scenes_redkitchen_odom"

@@ -1,7 +1,8 @@
 """RGB-D datasets and training transforms: rosbags, TUM-format folders and NYU-style HDF5 files.
 
-Every source is an :class:`RGBDSequence` of :class:`RGBDFrame` (RGB uint8, depth float32 metres with NaN invalid,
-intrinsics as a :class:`~depth_ros.geometry.camera.PinholeCamera`); :func:`open_rgbd` picks the reader from the path.
+Every source is an :class:`RGBDSequence` of :class:`~depth_ros.frame.Frame` (RGB uint8, depth float32 metres with NaN
+invalid, intrinsics as a :class:`~depth_ros.geometry.camera.PinholeCamera`); :func:`open_rgbd` picks the reader
+from the path.
 Bags are read through the one bag layer :class:`depth_ros.data.rosbag.BagReader`; camera poses at image stamps
 (odometry, TF, pose topics, TUM ground truth) come from :func:`depth_ros.data.poses.load_camera_trajectory`.
 """
@@ -11,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from depth_ros.data.frames import RGBDFrame, RGBDSequence, Split, parse_frame_range
+from depth_ros.data.frames import RGBDSequence, Split, parse_frame_range
 
 FORMATS = ("auto", "tum", "bag", "h5")
 
-__all__ = ["FORMATS", "RGBDFrame", "RGBDSequence", "Split", "open_rgbd", "parse_frame_range"]
+__all__ = ["FORMATS", "RGBDSequence", "Split", "open_rgbd", "parse_frame_range"]
 
 
 def open_rgbd(path: str | Path, format: str = "auto", *, depth_scale: float | None = None,

@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-from depth_ros.data.frames import RGBDFrame, RGBDSequence
+from depth_ros.data.frames import RGBDSequence
 from depth_ros.estimator import resize_to_network
+from depth_ros.frame import Frame
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, Preprocessing
 
@@ -69,7 +70,7 @@ def color_jitter(rgb: np.ndarray, rng: np.random.Generator, aug: Augmentation) -
     return np.clip(out, 0, 1)
 
 
-def resize_frame(frame: RGBDFrame, input_size: int,
+def resize_frame(frame: Frame, input_size: int,
                  preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray, PinholeCamera]:
     """Colour (bicubic, float32 [0, 1]) and depth (nearest, NaN kept) at network size, and the matching camera.
 
@@ -86,7 +87,7 @@ def resize_frame(frame: RGBDFrame, input_size: int,
 
 
 class TrainTransform:
-    """RGBDFrame -> network-ready training sample.
+    """Frame (with depth) -> network-ready training sample.
 
     Args:
         input_size: network input (square crop side), a multiple of ``preprocessing.multiple``.
@@ -104,7 +105,7 @@ class TrainTransform:
         self._mean = np.asarray(preprocessing.mean, dtype=np.float32)
         self._std = np.asarray(preprocessing.std, dtype=np.float32)
 
-    def __call__(self, frame: RGBDFrame, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def __call__(self, frame: Frame, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Returns ``image`` (3, S, S) float32 normalised with the preprocessing's mean/std, ``depth`` (S, S) float32
         metres (NaN invalid) and ``intrinsics`` (4,) float32 ``fx, fy, cx, cy`` of that S x S image,
         S = ``input_size``."""

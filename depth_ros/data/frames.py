@@ -1,5 +1,5 @@
-"""Common pieces of the RGB-D datasets: the frame record, the sequence base class, the depth PNG reader and splits
-(colour images: :func:`depth_ros.data.images.read_image`)."""
+"""Common pieces of the RGB-D datasets: the sequence base class, the depth PNG reader and splits (colour images:
+:func:`depth_ros.data.images.read_image`)."""
 
 from __future__ import annotations
 
@@ -11,32 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from depth_ros.data.images import read_image
+from depth_ros.frame import Frame
 from depth_ros.geometry.camera import PinholeCamera
 
 
-@dataclass(frozen=True)
-class RGBDFrame:
-    """One colour image, with registered metric depth when the source has depth.
-
-    Attributes:
-        rgb: (H, W, 3) uint8 RGB.
-        depth: (H, W) float32 depth in metres along the optical axis (REP 118), NaN where invalid; registered to
-            ``rgb`` (same pixel grid). None for sources without depth (a bag read with ``depth_topic=None``, for
-            training from images and poses); supervised training needs it.
-        camera: intrinsics of ``rgb`` (and ``depth``) at this resolution.
-        stamp: seconds (the colour image's stamp).
-        name: where the frame came from (file name or topic and stamp), for logs and per-frame reports.
-    """
-
-    rgb: np.ndarray
-    depth: np.ndarray | None
-    camera: PinholeCamera
-    stamp: float
-    name: str
-
-
 class RGBDSequence(abc.ABC):
-    """A random-access sequence of :class:`RGBDFrame` from one camera.
+    """A random-access sequence of :class:`~depth_ros.frame.Frame` (with depth when the source has it) from one
+    camera.
 
     Attributes:
         stamps: (N,) float64 stamps in seconds, increasing.
@@ -54,10 +35,16 @@ class RGBDSequence(abc.ABC):
         return len(self.stamps)
 
     @abc.abstractmethod
-    def load(self, index: int) -> RGBDFrame:
+    def load(self, index: int) -> Frame:
         """Read frame ``index`` (0 <= index < len)."""
 
-    def __getitem__(self, index: int) -> RGBDFrame:
+    def frame(self, index: int, rgb: np.ndarray, depth: np.ndarray | None) -> Frame:
+        """The :class:`~depth_ros.frame.Frame` of ``index`` with these pixels (this sequence's camera, stamp,
+        frame_id and name)."""
+        return Frame(rgb, self.camera, round(float(self.stamps[index]) * 1e9), self.frame_id or "", depth=depth,
+                     name=self.names[index])
+
+    def __getitem__(self, index: int) -> Frame:
         if not 0 <= index < len(self):
             raise IndexError(f"frame {index} out of range: the sequence has {len(self)} frames")
         return self.load(index)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_ros.data.frames import RGBDFrame, RGBDSequence
+from depth_ros.data.frames import RGBDSequence
+from depth_ros.frame import Frame
 from depth_ros.geometry.camera import PinholeCamera
 
 NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)  # fx, fy, cx, cy at 640x480
@@ -69,10 +70,10 @@ class NyuH5(RGBDSequence):
                              f"got rgb {rgb.dtype} {rgb.shape} and depth {depth.shape}")
         return np.ascontiguousarray(rgb.transpose(1, 2, 0)), depth
 
-    def load(self, index: int) -> RGBDFrame:
+    def load(self, index: int) -> Frame:
         rgb, depth = self._read(index)
         if depth.shape != (self.camera.height, self.camera.width):
             raise ValueError(f"{self.files[index]}: size {depth.shape} differs from the first file's "
                              f"{(self.camera.height, self.camera.width)}")
         depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
-        return RGBDFrame(rgb, depth, self.camera, float(self.stamps[index]), self.names[index])
+        return self.frame(index, rgb, depth)

@@ -31,13 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from depth_ros.data.rosbag import BagReader
+from depth_ros.geometry.tf_tree import TransformChain, chain_transform, frame_name, tf_edges, tree_path
 from depth_ros.geometry.transform import (
-    PoseLookupError,
     PoseTrajectory,
-    invert_transform,
     pose_matrix,
     pose_msg_to_matrix,
-    relative_pose,
 )
 from depth_ros.ros.conversions import stamp_ns
 
@@ -99,57 +97,6 @@ class PoseSource:
             raise ValueError(f"pose source tolerance must be >= 0 s, got {self.tolerance}")
 
 
-class TransformChain:
-    """``T_fixed_camera(t)`` composed along a TF tree path: ``F_1(t) @ F_2(t) @ ... @ F_n(t)``.
-
-    Each factor is a static edge (4x4 matrix) or a moving edge (:class:`PoseTrajectory`, interpolated at t), used
-    as ``T_parent_child`` when walking down the tree or inverted when walking up. Offers :class:`PoseTrajectory`'s
-    reading interface: :meth:`at`, :meth:`covers`, ``parent`` and ``child``.
-
-    Args:
-        factors: ``(edge, inverted)`` pairs, edge a (4, 4) float64 matrix or a PoseTrajectory.
-        parent: the fixed frame (left end of the chain).
-        child: the camera frame (right end).
-    """
-
-    def __init__(self, factors: Sequence[tuple[np.ndarray | PoseTrajectory, bool]], parent: str, child: str):
-        self.factors = list(factors)
-        self.parent, self.child = parent, child
-
-    def __repr__(self) -> str:
-        moving = [f.child for f, _ in self.factors if isinstance(f, PoseTrajectory)]
-        return f"TransformChain({self.parent} -> {self.child}, {len(self.factors)} edges, moving: {moving})"
-
-    def covers(self, stamps) -> np.ndarray:
-        """(M,) bool: the stamps at which every moving edge has a pose."""
-        covered = np.ones(np.atleast_1d(stamps).shape, dtype=bool)
-        for edge, _ in self.factors:
-            if isinstance(edge, PoseTrajectory):
-                covered &= edge.covers(stamps)
-        return covered
-
-    def at(self, stamps) -> np.ndarray:
-        """Poses at ``stamps``: (M,) seconds -> (M, 4, 4) float64 ``T_fixed_camera`` (a scalar stamp gives (4, 4)).
-
-        Raises:
-            PoseLookupError: a moving edge has no pose at a stamp (names the chain, the edge and the stamp).
-        """
-        scalar = np.ndim(stamps) == 0
-        stamps = np.atleast_1d(np.asarray(stamps, dtype=np.float64))
-        out = np.broadcast_to(np.eye(4), (len(stamps), 4, 4))
-        for edge, inverted in self.factors:
-            if isinstance(edge, PoseTrajectory):
-                try:
-                    matrices = edge.at(stamps)
-                except PoseLookupError as exc:
-                    raise PoseLookupError(f"{self.parent} -> {self.child} (TF chain): {exc}") from None
-                matrices = relative_pose(matrices, np.eye(4)) if inverted else matrices
-            else:
-                matrices = invert_transform(edge) if inverted else edge
-            out = out @ matrices
-        return out[0] if scalar else out
-
-
 def load_camera_trajectory(path: str | Path, source: PoseSource,
                            camera_frame: str | None = None) -> PoseTrajectory | TransformChain:
     """The trajectory ``T_fixed_camera(t)`` of the camera optical frame (camera-to-world) from ``source``.
@@ -175,7 +122,7 @@ def load_camera_trajectory(path: str | Path, source: PoseSource,
             parents; a malformed TUM line.
     """
     path = Path(path)
-    camera = _frame(source.camera_frame or camera_frame or "")
+    camera = frame_name(source.camera_frame or camera_frame or "")
     if source.kind == "tum":
         return PoseTrajectory.from_tum_file(path / TUM_FILE if path.is_dir() else path,
                                             parent=source.fixed_frame or "world",
@@ -192,11 +139,6 @@ def load_camera_trajectory(path: str | Path, source: PoseSource,
     return trajectory.attached(extrinsic, camera)
 
 
-def _frame(name: str) -> str:
-    """A TF frame name without the leading slash of ROS 1 (tf2 frame ids have none)."""
-    return str(name).lstrip("/")
-
-
 def _trajectory(samples: dict[int, np.ndarray], parent: str, child: str, source: PoseSource) -> PoseTrajectory:
     """A PoseTrajectory from ``{header stamp ns: T_parent_child}`` (a repeated stamp keeps its last pose)."""
     stamps = sorted(samples)
@@ -208,15 +150,15 @@ def _body_trajectory(bag: BagReader, source: PoseSource) -> tuple[PoseTrajectory
     """The odometry / pose topic as ``T_fixed_body(t)``, and the body frame (None: a pose topic of the camera)."""
     topic = source.topic or DEFAULT_TOPICS[source.kind]
     types = (ODOMETRY,) if source.kind == "odometry" else POSE_TYPES
-    samples, fixed, body = {}, None, _frame(source.base_frame) if source.base_frame else None
+    samples, fixed, body = {}, None, frame_name(source.base_frame) if source.base_frame else None
     for _, _, msg in bag.topic_messages(topic, types):
-        fixed = fixed or _frame(msg.header.frame_id)
+        fixed = fixed or frame_name(msg.header.frame_id)
         if source.kind == "odometry":
-            body = body or _frame(msg.child_frame_id)
+            body = body or frame_name(msg.child_frame_id)
         samples[stamp_ns(msg.header)] = pose_msg_to_matrix(msg)
     if not samples:
         raise ValueError(f"{bag.path}: {topic} has no message")
-    if source.fixed_frame and _frame(source.fixed_frame) != fixed:
+    if source.fixed_frame and frame_name(source.fixed_frame) != fixed:
         raise ValueError(f"{bag.path}: {topic} gives poses in '{fixed}', not in the fixed frame "
                          f"'{source.fixed_frame}'")
     return _trajectory(samples, fixed or "world", body or "camera", source), body
@@ -227,47 +169,6 @@ def _static_edges(bag: BagReader) -> dict[str, tuple[str, np.ndarray]]:
     if not bag.has_topic(TF_STATIC_TOPIC):
         return {}
     return tf_edges(msg for _, _, msg in bag.topic_messages(TF_STATIC_TOPIC, (TF_MESSAGE,)))
-
-
-def tf_edges(messages) -> dict[str, tuple[str, np.ndarray]]:
-    """The TF tree of tf2_msgs/TFMessage messages (rclpy or rosbags): child frame -> (parent frame,
-    ``T_parent_child``); a later transform of a child replaces an earlier one. Frame names without a leading '/'."""
-    edges = {}
-    for msg in messages:
-        for transform in msg.transforms:
-            edges[_frame(transform.child_frame_id)] = (_frame(transform.header.frame_id),
-                                                        pose_msg_to_matrix(transform))
-    return edges
-
-
-def chain_transform(edges: dict[str, tuple[str, np.ndarray]], source: str, target: str) -> np.ndarray | None:
-    """``T_source_target`` (maps ``target``-frame points into ``source``) composed along the path between the two
-    frames in a tree of fixed edges (:func:`tf_edges`); None when they are not connected."""
-    path = _tree_path({child: parent for child, (parent, _) in edges.items()}, _frame(source), _frame(target))
-    if path is None:
-        return None
-    matrix = np.eye(4)
-    for child, inverted in path:
-        edge = edges[child][1]
-        matrix = matrix @ (invert_transform(edge) if inverted else edge)
-    return matrix
-
-
-def _tree_path(parents: dict[str, str], source: str, target: str) -> list[tuple[str, bool]] | None:
-    """The edges from ``source`` to ``target`` in a tree given as child -> parent: ``(child of the edge, inverted)``
-    in the order their transforms multiply into ``T_source_target``; None when the frames are not connected."""
-    def ancestors(frame: str) -> list[str]:
-        chain = [frame]
-        while chain[-1] in parents and parents[chain[-1]] not in chain:
-            chain.append(parents[chain[-1]])
-        return chain
-
-    up, down = ancestors(source), ancestors(target)
-    common = next((frame for frame in up if frame in down), None)
-    if common is None:
-        return None
-    return ([(frame, True) for frame in up[:up.index(common)]]
-            + [(frame, False) for frame in reversed(down[:down.index(common)])])
 
 
 def _listing(edges: dict[str, tuple[str, object]]) -> str:
@@ -301,15 +202,15 @@ def _tf_chain(bag: BagReader, source: PoseSource, static: dict[str, tuple[str, n
     moving: dict[str, tuple[str, dict[int, np.ndarray]]] = {}
     for _, _, msg in bag.topic_messages(topic, (TF_MESSAGE,)):
         for transform in msg.transforms:
-            parent, child = _frame(transform.header.frame_id), _frame(transform.child_frame_id)
+            parent, child = frame_name(transform.header.frame_id), frame_name(transform.child_frame_id)
             known = moving.get(child, static.get(child, (parent,)))[0]
             if known != parent:
                 raise ValueError(f"{bag.path}: TF frame '{child}' has two parents, '{known}' and '{parent}'")
             moving.setdefault(child, (parent, {}))[1][stamp_ns(transform.header)] = pose_msg_to_matrix(transform)
     edges = {**static, **{child: (parent, _trajectory(samples, parent, child, source))
                           for child, (parent, samples) in moving.items()}}
-    fixed = _frame(source.fixed_frame)
-    path = _tree_path({child: parent for child, (parent, _) in edges.items()}, fixed, camera)
+    fixed = frame_name(source.fixed_frame)
+    path = tree_path({child: parent for child, (parent, _) in edges.items()}, fixed, camera)
     if path is None:
         raise ValueError(f"{bag.path}: no TF path from '{fixed}' to '{camera}' on {topic} and {TF_STATIC_TOPIC} "
                          f"(transforms: {_listing(edges)})")

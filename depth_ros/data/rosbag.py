@@ -19,14 +19,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from depth_ros.data.frames import RGBDFrame, RGBDSequence
+from depth_ros.data.frames import RGBDSequence
+from depth_ros.frame import CameraInfoCache, Frame
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.ros.conversions import (
     compressed_to_rgb,
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+CAMERA_INFO_TOLERANCE = 0.1
+"""Seconds between an image and the CameraInfo it is paired with above which the bag readers warn (once)."""
 IMAGE_TYPES = (IMAGE, COMPRESSED)  # colour and depth topics alike
 BAG_SUFFIXES = (".bag", ".mcap", ".db3")
 
@@ -281,16 +284,22 @@ class BagReader:
         with self._decoding(source.topic, msg):
             return PinholeCamera.from_camera_info(msg, use_rectified=self.use_rectified)
 
-    def first_camera(self, info_topic: str) -> PinholeCamera:
-        """The intrinsics of the first CameraInfo on ``info_topic``.
+    def cameras(self, info_topic: str, tolerance: float = CAMERA_INFO_TOLERANCE) -> CameraInfoCache:
+        """Every CameraInfo on ``info_topic`` by frame_id and stamp, for the one pairing rule
+        (:meth:`CameraInfoCache.match <depth_ros.frame.CameraInfoCache.match>`).
+
+        Args:
+            info_topic: a sensor_msgs/CameraInfo topic.
+            tolerance: seconds between image and CameraInfo stamps above which a match carries a warning.
 
         Raises:
-            ValueError: missing topic, wrong type, no message or an invalid CameraInfo.
+            ValueError: missing topic, wrong type or an invalid CameraInfo.
             BagError: as :meth:`topic_messages`.
         """
+        cameras = CameraInfoCache(tolerance, capacity=None)
         for connection, _, msg in self.topic_messages(info_topic, (CAMERA_INFO,)):
-            return self.camera(connection, msg)
-        raise ValueError(f"{self.path}: {info_topic} has no message")
+            cameras.add(msg.header.frame_id, stamp_ns(msg.header), self.camera(connection, msg))
+        return cameras
 
     @property
     def ros2_typestore(self):
@@ -346,7 +355,8 @@ class RosbagRGBD(RGBDSequence):
         for topic in (rgb_topic, depth_topic):  # every topic checked before anything is read
             if topic is not None:
                 self.bag.connections(topic, IMAGE_TYPES)
-        self.camera = self.bag.first_camera(self.info_topic)
+        self._cameras = self.bag.cameras(self.info_topic)
+        self._warned: set[str] = set()
         rgb = self.bag.index(rgb_topic, IMAGE_TYPES)
         if depth_topic is None:
             self._refs = [(ref, None) for ref in rgb]
@@ -361,6 +371,8 @@ class RosbagRGBD(RGBDSequence):
         self.stamps = np.array([ref.stamp for ref, _ in self._refs])
         self.names = [f"{rgb_topic}@{s:.6f}" for s in self.stamps]
         self.frame_id = self.bag.read(self._refs[0][0]).header.frame_id if self._refs else None
+        self.camera = None  # the first frame's, below: each frame carries its own
+        self.camera = self.load(0).camera if self._refs else None
         log.info("%s: %d frames (%d colour, %d depth messages), %s", self.path, len(self), len(rgb), depth_count,
                  self.camera)
 
@@ -368,7 +380,7 @@ class RosbagRGBD(RGBDSequence):
         """Close the bag (it reopens on the next :meth:`load`)."""
         self.bag.close()
 
-    def load(self, index: int) -> RGBDFrame:
+    def load(self, index: int) -> Frame:
         rgb_ref, depth_ref = self._refs[index]
         rgb = self.bag.decode_color(rgb_ref, self.bag.read(rgb_ref))
         depth = None if depth_ref is None else self.bag.decode_depth(depth_ref, self.bag.read(depth_ref))
@@ -376,4 +388,13 @@ class RosbagRGBD(RGBDSequence):
             raise ValueError(f"{self.path}: frame {index} ({self.names[index]}): colour {rgb.shape[:2]} and depth "
                              f"{depth.shape} differ: the depth topic must be registered to the colour camera (e.g. "
                              "aligned_depth_to_color)")
-        return RGBDFrame(rgb, depth, self.camera, float(self.stamps[index]), self.names[index])
+        try:
+            match = self._cameras.match(self.frame_id, rgb_ref.stamp_ns, *rgb.shape[:2])
+        except ValueError as error:
+            raise ValueError(f"{self.path}: frame {index} ({self.names[index]}): {error} on {self.info_topic}") \
+                from None
+        for warning in (match.size_warning, match.stamp_warning):
+            if warning and warning not in self._warned:
+                self._warned.add(warning)
+                log.warning("%s: %s", self.path, warning)
+        return replace(self.frame(index, rgb, depth), camera=match.camera)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_ros.data.frames import RGBDFrame, RGBDSequence, read_depth_png
+from depth_ros.data.frames import RGBDSequence, read_depth_png
 from depth_ros.data.images import read_image
+from depth_ros.frame import Frame
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.stamps import match_stamps
 
@@ -107,10 +108,10 @@ class TumRGBD(RGBDSequence):
             raise ValueError(f"{path}: expected a 3x3 matrix K, got shape {k.shape}")
         return k[0, 0], k[1, 1], k[0, 2], k[1, 2]
 
-    def load(self, index: int) -> RGBDFrame:
+    def load(self, index: int) -> Frame:
         rgb = read_image(self.root / self.names[index])
         depth = read_depth_png(self.root / self._depth_names[index], self.depth_scale)
         if depth.shape != rgb.shape[:2] or rgb.shape[:2] != (self.camera.height, self.camera.width):
             raise ValueError(f"{self.root}: frame {index}: colour {rgb.shape[:2]} and depth {depth.shape} do not "
                              f"match the sequence size {(self.camera.height, self.camera.width)}")
-        return RGBDFrame(rgb, depth, self.camera, float(self.stamps[index]), self.names[index])
+        return self.frame(index, rgb, depth)

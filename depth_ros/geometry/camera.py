@@ -232,3 +232,12 @@ def _torch_ray_grid(camera: PinholeCamera, device, dtype):
     import torch
 
     return torch.from_numpy(_ray_grid(camera).copy()).to(device=device, dtype=dtype)
+
+
+def check_camera_matches(camera: PinholeCamera, height: int, width: int) -> None:
+    """Raise ValueError naming both sizes when the camera does not describe an image of ``width`` x ``height``."""
+    if (camera.width, camera.height) != (width, height):
+        raise ValueError(
+            f"CameraInfo describes a {camera.width}x{camera.height} image (after binning/ROI) but the image is "
+            f"{width}x{height}"
+        )

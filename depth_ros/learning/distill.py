@@ -34,9 +34,10 @@ import numpy as np
 import torch
 
 from depth_ros.checkpoints import CheckpointError
-from depth_ros.data.frames import RGBDFrame, RGBDSequence
+from depth_ros.data.frames import RGBDSequence
 from depth_ros.estimator import DepthEstimator
 from depth_ros.files import atomic_write
+from depth_ros.frame import Frame
 from depth_ros.learning.config import ConfigError, TrainConfig
 from depth_ros.metrics import valid_depth_mask
 
@@ -78,7 +79,7 @@ class TeacherDepth(RGBDSequence):
         """The cached teacher map of frame ``index``: (H, W) float32 metres."""
         return np.load(self.path(index), allow_pickle=False).astype(np.float32)
 
-    def load(self, index: int) -> RGBDFrame:
+    def load(self, index: int) -> Frame:
         frame = self.source[index]
         if index not in self.indices:
             return frame

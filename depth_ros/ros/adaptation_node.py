@@ -48,16 +48,15 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
-from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from depth_ros.adaptation import AdaptationConfig, OnlineAdapter
 from depth_ros.data.images import MAX_IMAGE_PIXELS
-from depth_ros.data.poses import chain_transform, tf_edges
 from depth_ros.estimator import DepthEstimator
+from depth_ros.frame import CameraInfoCache, NoCameraError
 from depth_ros.geometry.camera import PinholeCamera
-from depth_ros.geometry.transform import PoseLookupError, PoseTrajectory, pose_matrix, pose_msg_to_matrix
+from depth_ros.geometry.transform import PoseLookupError, pose_matrix, pose_msg_to_matrix
 from depth_ros.learning.config import TRAINABLE
 from depth_ros.metrics import evaluate_depth, reference_at
 from depth_ros.ros.conversions import (
@@ -76,11 +75,11 @@ from depth_ros.ros.params import (
     _param,
     declare_and_load,
 )
+from depth_ros.ros.pose_sources import CameraPoses, OdometryPoses, TfPoses, start_tf
 from depth_ros.ros.runner import run_node
 from depth_ros.ros.throttle import ThrottledLog, trigger_failed
+from depth_ros.stamps import StampedBuffer
 
-ODOM_HISTORY = 10.0  # s of odometry kept for interpolation
-TIME_JUMP = 1.0  # s; odometry going back further than this restarts the history (a looped bag), less is rejected
 PENDING_IMAGES = 30  # images waiting for odometry (or tf2) after their stamp
 POSE_SOURCES = ("odom", "tf")
 REFERENCE_FRAMES = 4  # frames with reference depth kept for the live AbsRel of the published model
@@ -118,6 +117,9 @@ class AdaptationNodeConfig(ParameterTable):
         DEFAULT_CAMERA_TO_BASE, "[x, y, z, roll, pitch, yaw] (m, rad) of the camera optical frame in the odometry "
         "child frame, used when /tf_static has no transform chain for it.")
     odom_tolerance: float = _param(0.05, "s an image stamp may lie beyond the odometry samples around it.")
+    camera_info_tolerance: float = _param(
+        0.1, "s. CameraInfo with another stamp than the image is used when none matches; warn once if further apart. "
+        "Reference depth must lie within this of the image's stamp.")
     max_updates_per_second: float = _param(1.0, "Hz. Upper bound of the training rate.")
     diagnostics_period: float = _param(1.0, "s between /diagnostics messages.")
     min_translation: float = _param(0.03, "m the camera must move between keyframes.")
@@ -157,6 +159,7 @@ class AdaptationNodeConfig(ParameterTable):
             (self.input_size >= 0, "input_size", "must be 0 (the checkpoint's) or a positive number of px"),
             (len(self.camera_to_base) == 6, "camera_to_base", "must be [x, y, z, roll, pitch, yaw]"),
             (self.odom_tolerance > 0, "odom_tolerance", "must be > 0 s"),
+            (self.camera_info_tolerance >= 0, "camera_info_tolerance", "must be >= 0 s"),
             (self.pose_source in POSE_SOURCES, "pose_source", f"must be one of {', '.join(POSE_SOURCES)}"),
             (self.fixed_frame != "", "fixed_frame", "must name a frame"),
             (0 < self.max_updates_per_second <= 100, "max_updates_per_second", "must be in (0, 100] Hz"),
@@ -191,38 +194,6 @@ def folder_problem(path: str) -> str | None:
     return None
 
 
-def _tf_buffer(node: Node):
-    """(tf2_ros Buffer, the TransformListener on ``node`` that fills it), for ``pose_source: tf``.
-
-    Raises:
-        ConfigError: tf2_ros is not installed (pip installs have no wheel; use ``pose_source: odom``).
-    """
-    try:
-        import tf2_ros
-    except ImportError:
-        raise ConfigError("parameter 'pose_source' tf needs tf2_ros, which comes with a ROS 2 distro (not with "
-                          "pip); use pose_source odom with the odom topic and camera_to_base") from None
-    buffer = tf2_ros.Buffer()
-    return buffer, tf2_ros.TransformListener(buffer, node)
-
-
-def tf_camera_pose(buffer, fixed_frame: str, camera_frame: str, stamp_nanoseconds: int) -> np.ndarray:
-    """``T_fixed_camera``: the (4, 4) float64 pose of ``camera_frame`` (the image's optical frame) in ``fixed_frame``
-    at the image stamp, from a tf2_ros Buffer (``lookup_transform(target=fixed_frame, source=camera_frame, time)``
-    maps camera coordinates to fixed-frame ones; tf2 interpolates between its samples).
-
-    Raises:
-        PoseLookupError: tf2 cannot give the transform at that time (any tf2 lookup, connectivity or
-            extrapolation error).
-    """
-    try:
-        transform = buffer.lookup_transform(fixed_frame, camera_frame, Time(nanoseconds=stamp_nanoseconds))
-    except Exception as error:  # tf2_ros.TransformException and its kinds: no pose for this image
-        raise PoseLookupError(f"tf2 has no {fixed_frame} -> {camera_frame} at {stamp_nanoseconds * 1e-9:.3f} s: "
-                              f"{error}") from None
-    return pose_msg_to_matrix(transform)
-
-
 @dataclass
 class _PendingImage:
     msg: Image | CompressedImage
@@ -246,14 +217,11 @@ class AdaptationNode(Node):
         self._log = ThrottledLog(self.get_logger())
         self._lock = threading.Lock()  # the message buffers below
         self._training = threading.Lock()  # the adapter's weights: updates, checks, resets
-        self._odom: deque[tuple[float, np.ndarray]] = deque()
         self._pending: deque[_PendingImage] = deque()
-        self._camera: PinholeCamera | None = None
-        self._static: dict = {}
-        self._base_frame = ""  # child frame of the odometry
-        self._fallback_extrinsic = pose_matrix(config.camera_to_base)
+        self._cameras = CameraInfoCache(config.camera_info_tolerance)
+        self._warned_once: set[str] = set()
         self._references: deque[tuple[np.ndarray, np.ndarray, float | None]] = deque(maxlen=REFERENCE_FRAMES)
-        self._reference_msgs: dict[int, Image] = {}
+        self._reference_msgs = StampedBuffer(PENDING_IMAGES)
         self.frames_received = 0
         self.publishes_handed_over = 0
         self.live_abs_rel: float | None = None
@@ -265,10 +233,7 @@ class AdaptationNode(Node):
                                  qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "camera_info", guard("camera_info callback", self._on_camera_info),
                                  qos_profile_sensor_data)
-        self._tf, self._tf_listener = _tf_buffer(self) if config.pose_source == "tf" else (None, None)
-        if self._tf is None:
-            self.create_subscription(Odometry, "odom", guard("odom callback", self._on_odom), QoSProfile(depth=100))
-            self._subscribe_tf_static()
+        self.poses = self._pose_source()
         if config.use_reference_depth:
             self.create_subscription(*depth_subscription(config.reference_transport, "reference_depth"),
                                      guard("reference_depth callback", self._on_reference), qos_profile_sensor_data)
@@ -288,53 +253,59 @@ class AdaptationNode(Node):
             f"{config.threads} thread(s)); publishing to {self.adapter.output_dir}/latest.pth"
             + (f" and {self.resolve_topic_name(config.depth_node_name)}" if config.depth_node_name else ""))
 
-    def _subscribe_tf_static(self) -> None:
+    def _pose_source(self) -> CameraPoses:
+        """tf2 (``pose_source: tf``), else odometry x the camera extrinsic (/tf_static, else camera_to_base).
+
+        Raises:
+            ConfigError: ``pose_source: tf`` without tf2_ros.
+        """
+        if self.config.pose_source == "tf":
+            tf = start_tf(self)
+            if tf is None:
+                raise ConfigError("parameter 'pose_source' tf needs tf2_ros, which comes with a ROS 2 distro (not "
+                                  "with pip); use pose_source odom with the odom topic and camera_to_base")
+            buffer, self._tf_listener = tf
+            return TfPoses(buffer, self.config.fixed_frame)
+        poses = OdometryPoses(pose_matrix(self.config.camera_to_base), self.config.odom_tolerance)
+        self.create_subscription(Odometry, "odom", self._log.guard("odom callback", self._on_odom),
+                                 QoSProfile(depth=100))
+        self._subscribe_tf_static(poses)
+        return poses
+
+    def _subscribe_tf_static(self, poses: OdometryPoses) -> None:
         try:
             from tf2_msgs.msg import TFMessage
         except ImportError:  # pip installs: no tf2_msgs wheel; camera_to_base gives the extrinsic
             self.get_logger().info("tf2_msgs not available: the camera extrinsic comes from camera_to_base")
             return
         latched = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(TFMessage, "/tf_static", self._log.guard("tf_static callback", self._on_tf_static),
+        self.create_subscription(TFMessage, "/tf_static", self._log.guard("tf_static callback", poses.add_static),
                                  latched)
 
     # --- inputs -----------------------------------------------------------------------------------------------
-    def _on_tf_static(self, msg) -> None:
-        with self._lock:
-            self._static.update(tf_edges([msg]))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            self._camera = PinholeCamera.from_camera_info(msg, use_rectified=self.config.use_rectified)
+            camera = PinholeCamera.from_camera_info(msg, use_rectified=self.config.use_rectified)
         except ValueError as error:
             self._reject("CameraInfo", str(error))
+            return
+        self._cameras.add(msg.header.frame_id, stamp_ns(msg.header), camera)
 
     def _on_reference(self, msg: Image) -> None:
-        with self._lock:
-            self._reference_msgs[stamp_ns(msg.header)] = msg
-            while len(self._reference_msgs) > PENDING_IMAGES:
-                del self._reference_msgs[min(self._reference_msgs)]
+        self._reference_msgs.add(stamp_ns(msg.header), msg)
 
     def _on_odom(self, msg: Odometry) -> None:
         try:
-            pose = pose_msg_to_matrix(msg)
+            jumped = self.poses.add(stamp_ns(msg.header), pose_msg_to_matrix(msg), msg.child_frame_id)
         except ValueError as error:
             self._reject("odom", str(error))
             return
-        stamp = stamp_ns(msg.header) * 1e-9
-        with self._lock:
-            if self._odom and stamp <= self._odom[-1][0]:
-                if self._odom[-1][0] - stamp <= TIME_JUMP:
-                    self._reject("odom", f"stamp {stamp:.6f} s is not after the previous {self._odom[-1][0]:.6f} s")
-                    return
-                self._log.warning("time jump", f"odometry time went back {self._odom[-1][0] - stamp:.1f} s (a looped "
-                                               "bag or a restarted clock): history cleared")
-                self._odom.clear()
+        if jumped:
+            self._log.warning("time jump", "odometry time went back (a looped bag or a restarted clock): history "
+                                           "cleared")
+            with self._lock:
                 self._pending.clear()
-            self._odom.append((stamp, pose))
-            while self._odom[-1][0] - self._odom[0][0] > ODOM_HISTORY:
-                self._odom.popleft()
-            self._base_frame = msg.child_frame_id
         self._resolve_pending()
 
     def _on_image(self, msg) -> None:
@@ -350,41 +321,20 @@ class AdaptationNode(Node):
         """Offer every waiting image whose stamp the pose source now reaches; later ones wait for newer poses."""
         while True:
             with self._lock:
-                if not self._pending:
-                    return
-                if self._tf is not None:
-                    if not self._tf_ready(self._pending[0]):
-                        if not self._tf_ready(self._pending[-1]):
-                            return
-                        # tf2 knows a later image's pose but never this one's (a gap, or older than its cache)
-                        image = self._pending.popleft()
-                        self.adapter.counts["rejected: no pose"] += 1
-                        self._log.warning("no pose", f"dropping image at {image.stamp:.3f} s: tf2 has no "
-                                                     f"{self.config.fixed_frame} -> {image.msg.header.frame_id}")
-                        continue
-                elif not self._odom or self._pending[0].stamp > self._odom[-1][0]:
+                if not self._pending or not (self._ready(self._pending[0]) or self._tf_gap()):
                     return
                 image = self._pending.popleft()
-                odom = list(self._odom)
-            self._offer(image, odom)
+            self._offer(image)
 
-    def _tf_ready(self, image: _PendingImage) -> bool:
-        return self._tf.can_transform(self.config.fixed_frame, image.msg.header.frame_id,
-                                      Time(nanoseconds=stamp_ns(image.msg.header)))
+    def _ready(self, image: _PendingImage) -> bool:
+        return self.poses.ready(image.msg.header.frame_id, stamp_ns(image.msg.header))
 
-    def _camera_pose(self, image: _PendingImage, odom: list[tuple[float, np.ndarray]]) -> np.ndarray:
-        """``T_odom_camera`` of ``image`` at its stamp (tf2: ``T_fixed_camera``). Raises PoseLookupError without a
-        pose there."""
-        frame_id, stamp = image.msg.header.frame_id, image.stamp
-        if self._tf is not None:
-            return tf_camera_pose(self._tf, self.config.fixed_frame, frame_id, stamp_ns(image.msg.header))
-        trajectory = PoseTrajectory([s for s, _ in odom], [m for _, m in odom], "odom", "base",
-                                    tolerance=self.config.odom_tolerance, max_gap=0.5)
-        with self._lock:
-            extrinsic = chain_transform(self._static, self._base_frame, frame_id) if self._static else None
-        return trajectory.at(stamp) @ (self._fallback_extrinsic if extrinsic is None else extrinsic)
+    def _tf_gap(self) -> bool:
+        """tf2 knows a later image's pose but not the oldest's (a gap, or older than its cache): that one can go (it
+        is rejected as without pose). Odometry is never behind an image it has passed."""
+        return isinstance(self.poses, TfPoses) and self._ready(self._pending[-1])
 
-    def _offer(self, image: _PendingImage, odom) -> None:
+    def _offer(self, image: _PendingImage) -> None:
         msg = image.msg
         try:
             decode = compressed_to_rgb if self.config.use_compressed else image_to_rgb
@@ -392,16 +342,21 @@ class AdaptationNode(Node):
         except ValueError as error:
             self._reject("image", str(error))
             return
-        camera = self._camera
-        if camera is None or (camera.height, camera.width) != rgb.shape[:2]:
-            self.adapter.counts["rejected: no matching camera_info"] += 1
-            self._log.warning("camera_info", f"dropping image: no CameraInfo of its size {rgb.shape[1]}x"
-                                             f"{rgb.shape[0]}")
-            return
         try:
-            pose = self._camera_pose(image, odom)
+            match = self._cameras.match(msg.header.frame_id, stamp_ns(msg.header), *rgb.shape[:2])
+        except NoCameraError as error:
+            self.adapter.counts["rejected: no matching camera_info"] += 1
+            self._log.warning("camera_info", f"dropping image: {error}")
+            return
+        if match.stamp_warning and msg.header.frame_id not in self._warned_once:
+            self._warned_once.add(msg.header.frame_id)
+            self.get_logger().warning(match.stamp_warning + "; warned once")
+        camera = match.camera
+        try:
+            pose = self.poses.pose(msg.header.frame_id, stamp_ns(msg.header))
         except PoseLookupError as error:
-            self.adapter.counts["rejected: no odometry" if self._tf is None else "rejected: no pose"] += 1
+            self.adapter.counts["rejected: no odometry" if isinstance(self.poses, OdometryPoses)
+                                else "rejected: no pose"] += 1
             self._log.warning("no pose", f"dropping image: {error}")
             return
         outcome = self.adapter.offer(rgb, camera, pose, image.stamp)
@@ -410,10 +365,11 @@ class AdaptationNode(Node):
         self._keep_reference(rgb, stamp_ns(msg.header), camera)
 
     def _keep_reference(self, rgb: np.ndarray, stamp: int, camera: PinholeCamera) -> None:
-        with self._lock:
-            msg = self._reference_msgs.pop(stamp, None)
-        if msg is None:
+        found = self._reference_msgs.nearest(stamp, self.config.camera_info_tolerance)
+        if found is None:
             return
+        self._reference_msgs.discard(found[0])
+        msg = found[1]
         try:
             reference = reference_at(depth_msg_to_array(msg, max_pixels=self.config.max_image_pixels), rgb.shape[:2])
         except ValueError as error:

@@ -248,14 +248,18 @@ def stamp_ns(header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-def _header(header):
-    """An rclpy std_msgs/Header copied from any header-like object (rclpy or rosbags)."""
+def header_msg(stamp: int, frame_id: str):
+    """An rclpy std_msgs/Header with this stamp (integer nanoseconds, >= 0) and frame_id."""
     from std_msgs.msg import Header
 
-    out = Header(frame_id=str(header.frame_id))
-    out.stamp.sec = int(header.stamp.sec)
-    out.stamp.nanosec = int(header.stamp.nanosec)
+    out = Header(frame_id=str(frame_id))
+    out.stamp.sec, out.stamp.nanosec = divmod(int(stamp), 1_000_000_000)
     return out
+
+
+def _header(header):
+    """An rclpy std_msgs/Header copied from any header-like object (rclpy or rosbags)."""
+    return header_msg(stamp_ns(header), header.frame_id)
 
 
 def depth_to_image_msg(depth: np.ndarray, header):

@@ -31,7 +31,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -44,10 +43,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from depth_ros.checkpoints import OFFICIAL_MODELS, CheckpointError, is_transformers_source, resolve
+from depth_ros.frame import CACHE_SIZE, CameraInfoCache, NoCameraError
 from depth_ros.geometry.camera import PinholeCamera
-from depth_ros.geometry.transform import pose_matrix, pose_msg_to_matrix
+from depth_ros.geometry.transform import PoseLookupError, pose_matrix
 from depth_ros.metrics import evaluate_depth, reference_at
-from depth_ros.pipeline import DepthPipeline, check_camera_matches
+from depth_ros.pipeline import DepthPipeline
 from depth_ros.ros.conversions import (
     compressed_to_rgb,
     depth_msg_to_array,
@@ -58,10 +58,12 @@ from depth_ros.ros.conversions import (
 from depth_ros.ros.diagnostics import NodeStats
 from depth_ros.ros.outputs import OUTPUT_TOPICS, output_messages
 from depth_ros.ros.params import declare_and_load
+from depth_ros.ros.pose_sources import CameraPoses, StaticPose, TfPoses, start_tf
 from depth_ros.ros.runner import run_node
 from depth_ros.ros.throttle import ThrottledLog
+from depth_ros.stamps import StampedBuffer
 
-CACHE_SIZE = 30  # CameraInfo / reference depth messages remembered per frame_id (1 s at 30 Hz)
+TF_TIMEOUT = 0.1  # s the worker waits for a transform tf2 does not have yet
 # s. Consecutive image stamps further apart than this (either way) are a clock jump (a replayed or looped bag, a
 # restarted or corrected clock, one bad stamp), far beyond any frame interval: the stamp order restarts, warned.
 CLOCK_JUMP = 30.0
@@ -69,38 +71,9 @@ OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)  # RViz
 
 
 @dataclass
-class _Frame:
+class _QueuedImage:
     msg: Image | CompressedImage
     received: float  # time.monotonic() at receipt
-
-
-class _StampedCache:
-    """The last :data:`CACHE_SIZE` items per frame_id, keyed by stamp (ns); thread-safe."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._items: dict[str, OrderedDict[int, object]] = {}
-
-    def add(self, frame_id: str, stamp: int, item) -> None:
-        with self._lock:
-            items = self._items.setdefault(frame_id, OrderedDict())
-            items.pop(stamp, None)
-            items[stamp] = item
-            while len(items) > CACHE_SIZE:
-                items.popitem(last=False)
-
-    def find(self, frame_id: str, stamp: int, accept=lambda item: True):
-        """``(stamp, item)`` with this stamp if ``accept(item)``; else the latest received that ``accept`` takes;
-        else None."""
-        with self._lock:
-            items = self._items.get(frame_id, {})
-            if stamp in items and accept(items[stamp]):
-                return stamp, items[stamp]
-            return next(((key, item) for key, item in reversed(items.items()) if accept(item)), None)
-
-    def discard(self, frame_id: str, stamp: int) -> None:
-        with self._lock:
-            self._items.get(frame_id, {}).pop(stamp, None)
 
 
 class DepthNode(Node):
@@ -129,11 +102,10 @@ class DepthNode(Node):
             "checkpoint change", self._on_set_parameters,
             lambda reason, _parameters: SetParametersResult(successful=False, reason=reason)))
         self._warned_once: set[str] = set()
-        self._cameras = _StampedCache()
-        self._references = _StampedCache()
+        self._cameras = CameraInfoCache(config.camera_info_tolerance)
+        self._references = StampedBuffer(CACHE_SIZE)  # by stamp only: registered depth may carry another frame_id
         self._last_stamp: int | None = None
-        self._static_pose = pose_matrix(config.camera_to_base)
-        self._tf_buffer = self._start_tf() if config.use_tf else None
+        self.poses = self._pose_source()
 
         input_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE) if config.reliable_input \
             else qos_profile_sensor_data
@@ -154,7 +126,7 @@ class DepthNode(Node):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(config.diagnostics_period, guard("diagnostics", self._publish_diagnostics))
 
-        self._pending: _Frame | None = None
+        self._pending: _QueuedImage | None = None
         self._wake = threading.Condition()
         self._stopping = False
         self._worker = threading.Thread(target=self._work, name="depth_inference", daemon=True)
@@ -198,7 +170,7 @@ class DepthNode(Node):
         with self._wake:
             if self._pending is not None:
                 self.stats.dropped()
-            self._pending = _Frame(msg, time.monotonic())
+            self._pending = _QueuedImage(msg, time.monotonic())
             self._wake.notify()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -210,8 +182,7 @@ class DepthNode(Node):
         self._cameras.add(msg.header.frame_id, stamp_ns(msg.header), camera)
 
     def _on_reference(self, msg: Image) -> None:
-        # Keyed by stamp only: a registered depth image may carry the depth camera's frame_id.
-        self._references.add("", stamp_ns(msg.header), msg)
+        self._references.add(stamp_ns(msg.header), msg)
 
     # --- worker thread ------------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -288,7 +259,7 @@ class DepthNode(Node):
         finally:
             self._reverting = False
 
-    def _process(self, frame: _Frame) -> None:
+    def _process(self, frame: _QueuedImage) -> None:
         pipeline = self.pipeline  # one model for the whole frame, even if a swap lands meanwhile
         wanted = {topic for topic, publisher in self._outputs.items() if publisher.get_subscription_count() > 0}
         if not wanted and not self.config.use_reference_depth:
@@ -326,72 +297,49 @@ class DepthNode(Node):
             self._evaluate(header, out.prediction)
 
     def _camera_for(self, header, height: int, width: int) -> PinholeCamera | None:
-        """The camera of this image: same stamp, else the latest of its frame_id, of the image's size; None (warned)
-        if none fits. A CameraInfo of another size is kept for the images it fits (sizes may alternate)."""
-        stamp, frame_id = stamp_ns(header), header.frame_id
-        found = self._cameras.find(frame_id, stamp)
-        if found is None:
-            self._log.warning(
-                f"no camera {frame_id}",
-                f"no valid CameraInfo on {self.resolve_topic_name('camera_info')} for frame '{frame_id}' yet: "
-                "publishing depth only; points and occupancy wait for it")
-            return None
+        """The camera of this image by :class:`~depth_ros.frame.CameraInfoCache`'s rule; None (warned) if none fits."""
+        frame_id = header.frame_id
         try:
-            check_camera_matches(found[1], height, width)
-        except ValueError as error:
-            found = self._cameras.find(frame_id, stamp, lambda camera: (camera.width, camera.height) == (width, height))
-            self._log.warning(
-                f"camera size {frame_id}",
-                f"CameraInfo for frame '{frame_id}' does not fit this image: {error}; " + (
-                    "publishing depth only for it" if found is None else "using the latest one of its size"))
-            if found is None:
-                return None
-        info_stamp, camera = found
-        if abs(info_stamp - stamp) > self.config.camera_info_tolerance * 1e9:
-            self._warn_once(
-                f"stamps {frame_id}",
-                f"no CameraInfo with the image's stamp for frame '{frame_id}': using one "
-                f"{abs(info_stamp - stamp) / 1e9:.3f} s apart (camera_info_tolerance is "
-                f"{self.config.camera_info_tolerance} s); warned once")
-        return camera
+            match = self._cameras.match(frame_id, stamp_ns(header), height, width)
+        except NoCameraError as error:
+            self._log.warning(f"no camera {frame_id}", f"{error} on {self.resolve_topic_name('camera_info')}: "
+                                                       "publishing depth only; points and occupancy wait for it")
+            return None
+        if match.size_warning:
+            self._log.warning(f"camera size {frame_id}", match.size_warning)
+        if match.stamp_warning:
+            self._warn_once(f"stamps {frame_id}", match.stamp_warning + "; warned once")
+        return match.camera
 
-    def _start_tf(self):
-        try:
-            from tf2_ros import Buffer, TransformListener
-        except ImportError:
-            self.get_logger().info("tf2_ros is not available: the camera pose is the camera_to_base parameter")
-            return None
-        buffer = Buffer()
-        self._tf_listener = TransformListener(buffer, self)
-        return buffer
+    def _pose_source(self) -> CameraPoses:
+        """tf2's grid_frame <- camera (``use_tf`` and tf2_ros available), else the static camera_to_base."""
+        tf = start_tf(self) if self.config.use_tf else None
+        if tf is None:
+            if self.config.use_tf:
+                self.get_logger().info("tf2_ros is not available: the camera pose is the camera_to_base parameter")
+            return StaticPose(pose_matrix(self.config.camera_to_base), self.config.grid_frame)
+        buffer, self._tf_listener = tf
+        return TfPoses(buffer, self.config.grid_frame, timeout=TF_TIMEOUT)
 
     def _camera_pose(self, header) -> np.ndarray | None:
-        """``T_grid_camera`` at the image's stamp from tf2, or the static camera_to_base; None (warned) if none."""
-        if self._tf_buffer is None:
-            return self._static_pose
-        from rclpy.duration import Duration
-        from rclpy.time import Time
-
+        """``T_grid_camera`` at the image's stamp; None (warned) if the pose source has none."""
         try:
-            transform = self._tf_buffer.lookup_transform(
-                self.config.grid_frame, header.frame_id, Time.from_msg(header.stamp), timeout=Duration(seconds=0.1))
-        except Exception as error:  # tf2 raises several unrelated exception types
-            self._log.warning("tf", f"no transform {self.config.grid_frame} <- {header.frame_id}: {error}; "
-                                          "occupancy skipped")
+            return self.poses.pose(header.frame_id, stamp_ns(header))
+        except PoseLookupError as error:
+            self._log.warning("tf", f"{error}; occupancy skipped")
             return None
-        return pose_msg_to_matrix(transform)
 
     def _evaluate(self, header, prediction: np.ndarray) -> None:
         """Add this frame's AbsRel / RMSE / delta1 against the reference depth of (nearly) the same stamp."""
         stamp = stamp_ns(header)
-        found = self._references.find("", stamp)
-        if found is None or abs(found[0] - stamp) > self.config.camera_info_tolerance * 1e9:
+        found = self._references.nearest(stamp, self.config.camera_info_tolerance)
+        if found is None:
             return
         try:
             reference = reference_at(depth_msg_to_array(found[1], max_pixels=self.config.max_image_pixels),
                                      prediction.shape)
         except ValueError as error:
-            self._references.discard("", found[0])
+            self._references.discard(found[0])
             self._reject("reference_depth", str(error), warning=True)
             return
         try:

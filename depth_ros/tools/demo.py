@@ -49,12 +49,12 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from depth_ros.frame import Frame
 from depth_ros.ros.conversions import camera_info_msg, rgb_to_image_msg
 from depth_ros.stamps import nearest_index
 from depth_ros.testing import DISCOVERY_SETTLE, NodeHarness
@@ -77,24 +77,7 @@ MOTORCYCLE_FULL = {"f": 3979.911, "cx": 1244.772, "cy": 1019.507, "doffs": 124.3
                    "width": 2964, "height": 2000}
 
 
-@dataclass
-class DemoFrame:
-    """One frame to play.
-
-    Attributes:
-        rgb: (H, W, 3) uint8 RGB.
-        camera: its intrinsics (PinholeCamera).
-        frame_id: optical frame of the camera.
-        ground_truth: (H, W) float32 metres, NaN where unknown; None without ground truth.
-    """
-
-    rgb: np.ndarray
-    camera: object
-    frame_id: str
-    ground_truth: np.ndarray | None
-
-
-def motorcycle_frame(width: int = 640) -> DemoFrame:
+def motorcycle_frame(width: int = 640) -> Frame:
     """The Middlebury 2014 Motorcycle left image with metric ground-truth depth, resized to ``width`` px.
 
     Depth from disparity: ``z = baseline * f / (d + doffs)`` (Middlebury 2014 convention) with ``d``, ``f`` and
@@ -104,7 +87,7 @@ def motorcycle_frame(width: int = 640) -> DemoFrame:
     :meth:`PinholeCamera.resized`.
 
     Returns:
-        :class:`DemoFrame` of ``width`` x round(500 * width / 741) px, depth about 1 to 5 m.
+        :class:`Frame` of ``width`` x round(500 * width / 741) px, depth about 1 to 5 m.
 
     Raises:
         ValueError: scikit-image is not installed (the message says how to install it).
@@ -128,10 +111,10 @@ def motorcycle_frame(width: int = 640) -> DemoFrame:
     height = round(left.shape[0] * width / left.shape[1])
     rgb = cv2.resize(left, (width, height), interpolation=cv2.INTER_AREA)
     depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
-    return DemoFrame(rgb, camera.resized(width, height), DEMO_FRAME_ID, depth)
+    return Frame(rgb, camera.resized(width, height), 0, DEMO_FRAME_ID, depth=depth, name="Middlebury Motorcycle")
 
 
-class BagPlayback(Mapping[int, DemoFrame]):
+class BagPlayback(Mapping[int, Frame]):
     """A bag's camera played to depth_node by :class:`~depth_ros.tools.play_bag.BagPlayer`, and the frames it played.
 
     :meth:`play` publishes the bag's image topic and its CameraInfo as recorded (CDR bytes, original encoding) with
@@ -140,7 +123,7 @@ class BagPlayback(Mapping[int, DemoFrame]):
     get one new stamp, the peer's clock (ROS time) when the first of the two is published, so the node pairs them
     and its latency from stamp is on this clock; the image's publication time goes into the harness's ``sent``.
 
-    As a mapping: new stamp ns -> :class:`DemoFrame` of each image played, decoded from the bag on access (rgb, the
+    As a mapping: new stamp ns -> :class:`Frame` of each image played, decoded from the bag on access (rgb, the
     camera of its CameraInfo by :meth:`~depth_ros.tools.process_bag.BagCameraReader.camera_for`, and ground truth:
     the ``depth_topic`` message whose header stamp is within :data:`GROUND_TRUTH_MAX_DT` of the image's recorded
     stamp, by :func:`depth_ros.stamps.nearest_index`, else None). Use as a context manager (closes the bag).
@@ -179,7 +162,8 @@ class BagPlayback(Mapping[int, DemoFrame]):
             images = sorted(self.bag.index(image_topic, IMAGE_TYPES), key=lambda ref: ref.time_ns)
             if not images:
                 raise ValueError(f"{self.bag.path}: {image_topic} has no message")
-            self._camera(self.bag.read(images[0]).header)
+            first = self.bag.read(images[0])
+            self._camera(first.header, self.bag.decode_color(images[0], first))
         except BaseException:
             self.bag.close()
             raise
@@ -240,14 +224,14 @@ class BagPlayback(Mapping[int, DemoFrame]):
             harness.mark_sent(stamp)
         return restamped(data, stamp)
 
-    def _camera(self, header):
-        camera = self.bag.camera_for(header)
+    def _camera(self, header, rgb: np.ndarray):
+        camera = self.bag.camera_for(header, *rgb.shape[:2])
         if camera is None:
             raise ValueError(f"{self.bag.path}: no CameraInfo on {self.bag.info_topic} for frame "
                              f"'{header.frame_id}'")
         return camera
 
-    def __getitem__(self, stamp: int) -> DemoFrame:
+    def __getitem__(self, stamp: int) -> Frame:
         ref = self._images[self._recorded[stamp]]
         msg = self.bag.read(ref)
         match = nearest_index(self._depth_stamps, ref.stamp, GROUND_TRUTH_MAX_DT)
@@ -255,7 +239,8 @@ class BagPlayback(Mapping[int, DemoFrame]):
         if match is not None:
             depth_ref = self._depth[match]
             depth = self.bag.decode_depth(depth_ref, self.bag.read(depth_ref))
-        return DemoFrame(self.bag.decode_color(ref, msg), self._camera(msg.header), msg.header.frame_id, depth)
+        rgb = self.bag.decode_color(ref, msg)
+        return Frame(rgb, self._camera(msg.header, rgb), stamp, msg.header.frame_id, depth=depth, name=ref.topic)
 
     def __contains__(self, stamp) -> bool:  # without decoding
         return stamp in self._recorded
@@ -283,7 +268,7 @@ def _latency_summary(seconds: list[float]) -> dict[str, float]:
             "mean": float(values.mean()), "max": float(values.max())}
 
 
-def write_outputs(out_dir: Path, played: Mapping[int, DemoFrame], harness: NodeHarness, config,
+def write_outputs(out_dir: Path, played: Mapping[int, Frame], harness: NodeHarness, config,
                   info: dict) -> dict:
     """Write the PNGs, the PLY and metrics.json from what the harness received; returns the metrics dictionary.
 
@@ -318,7 +303,7 @@ def write_outputs(out_dir: Path, played: Mapping[int, DemoFrame], harness: NodeH
         frame = played[stamp]
         latencies.append(received - harness.sent[stamp])
         depth = depth_image_to_array(msg)
-        truth = frame.ground_truth
+        truth = frame.depth
         if truth is not None:
             truth = reference_at(truth, depth.shape)
         valid = np.isfinite(truth) if truth is not None else np.isfinite(depth)
@@ -347,7 +332,7 @@ def write_outputs(out_dir: Path, played: Mapping[int, DemoFrame], harness: NodeH
         save_image(out_dir / "occupancy.png", occupancy_image(grid))
     last_frame = played[answered[-1][0]]
     save_overview(out_dir / "overview.png", last_frame.rgb, depth, last_frame.camera, grid, spec,
-                  pose_matrix(config.camera_to_base), last_frame.ground_truth,
+                  pose_matrix(config.camera_to_base), last_frame.depth,
                   title=f"{info['checkpoint']}: {info['input']}")
     metrics = {
         **info,

@@ -36,12 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm import tqdm
 
-from depth_ros.data.rosbag import CAMERA_INFO, IMAGE_TYPES, USE_RECTIFIED, BagReader, default_info_topic
-from depth_ros.ros.conversions import stamp_ns
-from depth_ros.stamps import nearest_index
+from depth_ros.data.rosbag import IMAGE_TYPES, USE_RECTIFIED, BagReader, default_info_topic
+from depth_ros.frame import Frame, NoCameraError
+from depth_ros.ros.conversions import header_msg, stamp_ns
 from depth_ros.tools.cli import Skipped, run_cli
 
 if TYPE_CHECKING:
@@ -51,22 +50,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_TOPIC = "/camera/color/image_raw"
 DEFAULT_NAMESPACE = "/depth_ros"
-
-
-@dataclass
-class CameraFrame:
-    """One image of a bag, decoded.
-
-    Attributes:
-        header: the image's std_msgs/Header (rosbags dataclass: stamp and frame_id).
-        rgb: (H, W, 3) uint8 RGB.
-        camera: intrinsics from the CameraInfo with the image's stamp (else the nearest one of its frame_id), or
-            None when the bag has none for that frame_id.
-    """
-
-    header: object
-    rgb: np.ndarray
-    camera: PinholeCamera | None
 
 
 class BagCameraReader(BagReader):
@@ -100,7 +83,7 @@ class BagCameraReader(BagReader):
         self._warned: set[str] = set()
         try:
             self.image_connections = self.connections(image_topic, IMAGE_TYPES)
-            self._cameras = self._read_cameras()
+            self._cameras = self.cameras(self.info_topic, tolerance)
         except BaseException:
             self.close()
             raise
@@ -110,44 +93,37 @@ class BagCameraReader(BagReader):
         """Number of messages on the image topic."""
         return sum(c.msgcount for c in self.image_connections)
 
-    def _read_cameras(self) -> dict[str, tuple[np.ndarray, list]]:
-        """frame_id -> (sorted stamps in ns, cameras) of every CameraInfo."""
-        by_frame: dict[str, dict[int, object]] = {}
-        for connection, _, msg in self.topic_messages(self.info_topic, (CAMERA_INFO,)):
-            by_frame.setdefault(msg.header.frame_id, {})[stamp_ns(msg.header)] = self.camera(connection, msg)
-        return {frame_id: (np.array(sorted(items)), [items[s] for s in sorted(items)])
-                for frame_id, items in by_frame.items()}
-
-    def camera_for(self, header):
-        """The camera of an image with this header: same stamp, else the nearest one of its frame_id, else None."""
-        if header.frame_id not in self._cameras:
-            self._warn_once(f"no camera {header.frame_id}",
-                            f"{self.info_topic} has no CameraInfo for frame '{header.frame_id}': depth only, no "
-                            "points or occupancy for its images")
+    def camera_for(self, header, height: int, width: int) -> PinholeCamera | None:
+        """The camera of an image of ``width`` x ``height`` px with this header, by
+        :class:`~depth_ros.frame.CameraInfoCache`'s rule; None (warned once per frame_id) when none fits."""
+        try:
+            match = self._cameras.match(header.frame_id, stamp_ns(header), height, width)
+        except NoCameraError as error:
+            self._warn_once(f"no camera {header.frame_id}", f"{error} on {self.info_topic}: depth only, no points "
+                                                            "or occupancy for its images")
             return None
-        stamps, cameras = self._cameras[header.frame_id]
-        stamp = stamp_ns(header)
-        nearest = nearest_index(stamps, stamp, max_dt=np.inf)
-        if abs(stamps[nearest] - stamp) > self.tolerance * 1e9:
-            self._warn_once(f"stamps {header.frame_id}",
-                            f"no CameraInfo with the image's stamp for frame '{header.frame_id}': using one "
-                            f"{abs(stamps[nearest] - stamp) / 1e9:.3f} s apart (tolerance {self.tolerance} s); "
-                            "warned once")
-        return cameras[nearest]
+        for kind, warning in (("size", match.size_warning), ("stamps", match.stamp_warning)):
+            if warning:
+                self._warn_once(f"{kind} {header.frame_id}", warning + "; warned once")
+        return match.camera
 
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             log.warning(text)
 
-    def decode(self, connection, time_ns: int, raw) -> CameraFrame:
-        """Decode one message of the image topic (as yielded by :meth:`messages`).
+    def decode(self, connection, time_ns: int, raw) -> Frame:
+        """Decode one message of the image topic (as yielded by :meth:`messages`) into a :class:`Frame` (camera
+        None when no CameraInfo fits; named ``<topic> at <stamp> s``).
 
         Raises:
             ValueError: corrupt message or an image that cannot be decoded (names topic and stamp).
         """
         msg = self.deserialize(connection, time_ns, raw)
-        return CameraFrame(msg.header, self.decode_color(connection, msg), self.camera_for(msg.header))
+        rgb = self.decode_color(connection, msg)
+        stamp = stamp_ns(msg.header)
+        return Frame(rgb, self.camera_for(msg.header, *rgb.shape[:2]), stamp, msg.header.frame_id,
+                     name=f"{connection.topic} at {stamp / 1e9:.9f} s")
 
     def messages(self, all_topics: bool = False) -> Iterator[tuple[object, int, object]]:
         """``(connection, log time ns, raw bytes)`` in log-time order: the image topic, or with ``all_topics`` all.
@@ -157,7 +133,7 @@ class BagCameraReader(BagReader):
         """
         return self.raw_messages(None if all_topics else self.image_connections)
 
-    def frames(self) -> Iterator[tuple[int, CameraFrame]]:
+    def frames(self) -> Iterator[tuple[int, Frame]]:
         """``(log time ns, frame)`` of every image, in log-time order (ValueError as :meth:`decode`)."""
         for connection, time_ns, raw in self.messages():
             yield time_ns, self.decode(connection, time_ns, raw)
@@ -211,74 +187,92 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
             an image that cannot be used (names topic and stamp). Nothing is left behind at ``output_bag``.
         CheckpointError: the checkpoint cannot be loaded.
     """
-    from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
 
-    from depth_ros.geometry.transform import pose_matrix
     from depth_ros.pipeline import DepthPipeline
-    from depth_ros.ros.outputs import OUTPUT_TOPICS, output_messages
+    from depth_ros.ros.outputs import OUTPUT_TOPICS
 
     output_bag = Path(output_bag)
     if output_bag.exists():
         raise FileExistsError(f"{output_bag}: already exists; remove it or choose another output")
     topics = {name: output_topic(namespace, name) for name in OUTPUT_TOPICS}
-    camera_to_grid = pose_matrix(config.camera_to_base)
     with BagCameraReader(input_bag, image_topic, info_topic, config.use_rectified,
                          config.camera_info_tolerance) as bag:
         if copy_input:
-            clashes = sorted(set(topics.values()) & {c.topic for c in bag.reader.connections})
-            if clashes:
-                raise ValueError(f"output topic(s) {', '.join(clashes)} already exist in {bag.path}; choose another "
-                                 "--namespace")
-            unknown = sorted({c.msgtype for c in bag.reader.connections} - set(bag.ros2_typestore.fielddefs))
-            if unknown:
-                raise ValueError(f"{bag.path}: cannot copy ROS 1 messages of types without a ROS 2 definition in "
-                                 f"rosbags: {', '.join(unknown)}; run without --copy-input")
+            _check_copyable(bag, topics.values())
         pipeline = pipeline or DepthPipeline.from_config(config)
         output_bag.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output_bag.name}.", suffix=".partial", dir=output_bag.parent))
         try:
-            writer = Writer(staging / output_bag.name, version=8, storage_plugin=StoragePlugin.MCAP)
-            with writer:
-                typestore = get_typestore(Stores.LATEST)
-                outputs = {name: writer.add_connection(topics[name], msgtype, typestore=typestore)
-                           for name, msgtype in OUTPUT_TOPICS.items()}
-                copies = {}
-                if copy_input:
-                    copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag.ros2_typestore)
-                              for c in bag.reader.connections}
-                counts = dict.fromkeys(topics.values(), 0)
-                frames, skipped = 0, Skipped("frame")
-                image_ids = {c.id for c in bag.image_connections}
-                with tqdm(total=bag.frame_count, desc="process_bag", unit="frame", disable=not progress) as bar:
-                    for connection, time_ns, raw in bag.messages(all_topics=copy_input):
-                        if copy_input:
-                            writer.write(copies[connection.id], time_ns, bag.cdr(connection, raw))
-                        if connection.id not in image_ids:
-                            continue
-                        bar.update()
-                        try:
-                            frame = bag.decode(connection, time_ns, raw)
-                            try:
-                                out = pipeline.run(frame.rgb, frame.camera, camera_to_grid)
-                            except ValueError as exc:
-                                raise ValueError(f"{bag.path}: {connection.topic} at "
-                                                 f"{stamp_ns(frame.header) / 1e9:.9f} s: {exc}") from exc
-                        except ValueError as exc:
-                            if strict:
-                                raise
-                            skipped.add(str(exc))
-                            continue
-                        messages = output_messages(out, frame.header, config.grid_frame, pipeline.grid_options.spec)
-                        for name, msg in messages.items():
-                            writer.write(outputs[name], time_ns, serialize_message(msg))
-                            counts[topics[name]] += 1
-                        frames += 1
+            with Writer(staging / output_bag.name, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+                summary = _write_outputs(bag, writer, topics, pipeline, config, copy_input, progress, strict)
             (staging / output_bag.name).rename(output_bag)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return ProcessSummary(frames, counts, skipped)
+    return summary
+
+
+def _check_copyable(bag: BagCameraReader, output_topics) -> None:
+    """Raise ValueError when copying every input topic would clash with an output topic or cannot be converted."""
+    clashes = sorted(set(output_topics) & {c.topic for c in bag.reader.connections})
+    if clashes:
+        raise ValueError(f"output topic(s) {', '.join(clashes)} already exist in {bag.path}; choose another "
+                         "--namespace")
+    unknown = sorted({c.msgtype for c in bag.reader.connections} - set(bag.ros2_typestore.fielddefs))
+    if unknown:
+        raise ValueError(f"{bag.path}: cannot copy ROS 1 messages of types without a ROS 2 definition in "
+                         f"rosbags: {', '.join(unknown)}; run without --copy-input")
+
+
+def _write_outputs(bag: BagCameraReader, writer, topics: dict[str, str], pipeline, config, copy_input: bool,
+                   progress: bool, strict: bool) -> ProcessSummary:
+    """Run ``pipeline`` on every image of ``bag`` and write its messages (and with ``copy_input`` every input
+    message) to ``writer``, in log-time order."""
+    from rclpy.serialization import serialize_message
+    from rosbags.typesys import Stores, get_typestore
+
+    from depth_ros.ros.outputs import OUTPUT_TOPICS
+
+    typestore = get_typestore(Stores.LATEST)
+    outputs = {name: writer.add_connection(topics[name], msgtype, typestore=typestore)
+               for name, msgtype in OUTPUT_TOPICS.items()}
+    copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag.ros2_typestore)
+              for c in bag.reader.connections} if copy_input else {}
+    summary = ProcessSummary(0, dict.fromkeys(topics.values(), 0), Skipped("frame"))
+    image_ids = {c.id for c in bag.image_connections}
+    with tqdm(total=bag.frame_count, desc="process_bag", unit="frame", disable=not progress) as bar:
+        for connection, time_ns, raw in bag.messages(all_topics=copy_input):
+            if copy_input:
+                writer.write(copies[connection.id], time_ns, bag.cdr(connection, raw))
+            if connection.id not in image_ids:
+                continue
+            bar.update()
+            try:
+                messages = _frame_messages(bag, pipeline, config, connection, time_ns, raw)
+            except ValueError as exc:
+                if strict:
+                    raise
+                summary.skipped.add(str(exc))
+                continue
+            for name, msg in messages.items():
+                writer.write(outputs[name], time_ns, serialize_message(msg))
+                summary.messages[topics[name]] += 1
+            summary.frames += 1
+    return summary
+
+
+def _frame_messages(bag: BagCameraReader, pipeline, config, connection, time_ns: int, raw) -> dict[str, object]:
+    """The node's output messages for one image message. Raises ValueError naming bag, topic and stamp."""
+    from depth_ros.geometry.transform import pose_matrix
+    from depth_ros.ros.outputs import output_messages
+
+    frame = bag.decode(connection, time_ns, raw)
+    try:
+        out = pipeline.run(frame.rgb, frame.camera, pose_matrix(config.camera_to_base))
+    except ValueError as exc:
+        raise ValueError(f"{bag.path}: {frame.name}: {exc}") from exc
+    header = header_msg(frame.stamp_ns, frame.frame_id)
+    return output_messages(out, header, config.grid_frame, pipeline.grid_options.spec)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
