@@ -284,11 +284,8 @@ def write_outputs(out_dir: Path, played: Mapping[int, Frame], harness: NodeHarne
         ValueError: ground truth that is not an integer scaling of the depth (:func:`depth_ros.metrics.reference_at`);
             a frame of ``played`` that cannot be decoded (:class:`BagPlayback`).
     """
-    from depth_ros.geometry.occupancy import GridSpec
-    from depth_ros.geometry.pointcloud import unpack_rgb
     from depth_ros.geometry.transform import pose_matrix
-    from depth_ros.metrics import evaluate_depth, mean_metrics, reference_at
-    from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array
+    from depth_ros.metrics import mean_metrics
 
     answered = sorted((stamp, harness.arrived["depth"][stamp], msg)
                       for stamp, msg in harness.received["depth"].items() if stamp in played)
@@ -300,36 +297,13 @@ def write_outputs(out_dir: Path, played: Mapping[int, Frame], harness: NodeHarne
         stale.unlink()
     per_frame, latencies = [], []
     for index, (stamp, received, msg) in enumerate(answered):
-        frame = played[stamp]
         latencies.append(received - harness.sent[stamp])
-        depth = depth_image_to_array(msg)
-        truth = frame.depth
-        if truth is not None:
-            truth = reference_at(truth, depth.shape)
-        valid = np.isfinite(truth) if truth is not None else np.isfinite(depth)
-        low, high = np.percentile((truth if truth is not None else depth)[valid], [2, 98]) if valid.any() else (0, 1)
-        save_image(out_dir / f"frame_{index:04d}_depth.png", colorize_depth(depth, low, high))
-        if truth is not None:
-            save_image(out_dir / f"frame_{index:04d}_ground_truth.png", colorize_depth(truth, low, high))
-            # pixels the node left invalid (NaN outside [min_depth, max_depth]) are not scored
-            scored = np.isfinite(depth)
-            try:
-                per_frame.append(evaluate_depth(np.where(scored, depth, 0.0), np.where(scored, truth, np.nan),
-                                                min_depth=config.min_depth, max_depth=config.max_depth))
-            except ValueError:  # no pixel valid in both
-                pass
+        depth, metrics = _write_frame(out_dir, index, msg, played[stamp], config)
+        per_frame += [metrics] if metrics is not None else []
     if "points" in latest:
-        cloud = cloud_msg_to_array(latest["points"])
-        xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
-        colors = unpack_rgb(cloud["rgb"]) if "rgb" in cloud.dtype.names else None
-        save_ply(out_dir / "points.ply", xyz, colors)
-    grid = spec = None
-    if "occupancy" in latest:
-        info_msg = latest["occupancy"].info
-        grid = np.asarray(latest["occupancy"].data, dtype=np.int8).reshape(info_msg.height, info_msg.width)
-        spec = GridSpec(info_msg.resolution, info_msg.width, info_msg.height, info_msg.origin.position.x,
-                        info_msg.origin.position.y)
-        save_image(out_dir / "occupancy.png", occupancy_image(grid))
+        _write_cloud(out_dir / "points.ply", latest["points"])
+    grid, spec = _write_grid(out_dir / "occupancy.png", latest["occupancy"]) if "occupancy" in latest \
+        else (None, None)
     last_frame = played[answered[-1][0]]
     save_overview(out_dir / "overview.png", last_frame.rgb, depth, last_frame.camera, grid, spec,
                   pose_matrix(config.camera_to_base), last_frame.depth,
@@ -344,6 +318,48 @@ def write_outputs(out_dir: Path, played: Mapping[int, Frame], harness: NodeHarne
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _write_frame(out_dir: Path, index: int, msg, frame: Frame, config) -> tuple[np.ndarray, dict | None]:
+    """Save one answer's depth (and the frame's ground truth) as PNGs; (its depth, its metrics against the ground
+    truth or None). Pixels the node left invalid (NaN outside [min_depth, max_depth]) are not scored."""
+    from depth_ros.metrics import evaluate_depth, reference_at
+    from depth_ros.ros.conversions import depth_image_to_array
+
+    depth = depth_image_to_array(msg)
+    truth = None if frame.depth is None else reference_at(frame.depth, depth.shape)
+    shown = truth if truth is not None else depth
+    valid = np.isfinite(shown)
+    low, high = np.percentile(shown[valid], [2, 98]) if valid.any() else (0, 1)
+    save_image(out_dir / f"frame_{index:04d}_depth.png", colorize_depth(depth, low, high))
+    if truth is None:
+        return depth, None
+    save_image(out_dir / f"frame_{index:04d}_ground_truth.png", colorize_depth(truth, low, high))
+    scored = np.isfinite(depth)
+    try:
+        return depth, evaluate_depth(np.where(scored, depth, 0.0), np.where(scored, truth, np.nan),
+                                     min_depth=config.min_depth, max_depth=config.max_depth)
+    except ValueError:  # no pixel valid in both
+        return depth, None
+
+
+def _write_cloud(path: Path, msg) -> None:
+    from depth_ros.geometry.pointcloud import unpack_rgb
+    from depth_ros.ros.conversions import cloud_msg_to_array
+
+    cloud = cloud_msg_to_array(msg)
+    xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
+    save_ply(path, xyz, unpack_rgb(cloud["rgb"]) if "rgb" in cloud.dtype.names else None)
+
+
+def _write_grid(path: Path, msg):
+    """Save a nav_msgs/OccupancyGrid as a PNG; (its cells (H, W) int8, its GridSpec)."""
+    from depth_ros.geometry.occupancy import GridSpec
+
+    info = msg.info
+    grid = np.asarray(msg.data, dtype=np.int8).reshape(info.height, info.width)
+    save_image(path, occupancy_image(grid))
+    return grid, GridSpec(info.resolution, info.width, info.height, info.origin.position.x, info.origin.position.y)
 
 
 def _number(text: str) -> float | str:
@@ -382,19 +398,9 @@ def run_demo(args: argparse.Namespace) -> dict:
         ValueError: a bad bag, topic or parameter.
         ChildProcessError: the node exited (its last error line); TimeoutError: a bounded wait ran out.
     """
-    from std_msgs.msg import Header
-
-    from depth_ros.checkpoints import resolve
-    from depth_ros.ros.dds import use_shipped_fastdds_profile
     from depth_ros.ros.params import NodeConfig
 
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before rclpy starts here or in the node
-    os.environ.setdefault("ROS_DOMAIN_ID", DEFAULT_DOMAIN_ID)
-    use_shipped_fastdds_profile()
-    if args.checkpoint is None:
-        args.checkpoint = default_checkpoint()
-    else:
-        resolve(args.checkpoint)  # a missing / unfetchable checkpoint ends the demo here, with one line
+    _prepare(args)
     node_params = {"checkpoint": args.checkpoint, "input_size": args.input_size, "device": args.device,
                    "precision": args.precision, "colored": True, "use_tf": False}
     config = NodeConfig.from_values({"checkpoint": args.checkpoint, "input_size": args.input_size,
@@ -421,27 +427,60 @@ def run_demo(args: argparse.Namespace) -> dict:
             bag.play(harness, args.rate)
             played = bag
         else:
-            played = {}
-            for _ in range(count):
-                harness.check_running()
-                started = time.monotonic()
-                header = Header(frame_id=motorcycle.frame_id, stamp=harness.now())
-                stamp = harness.send(rgb_to_image_msg(motorcycle.rgb, header),
-                                     camera_info_msg(motorcycle.camera, header), stamp=header.stamp, settle=0.0)
-                played[stamp] = motorcycle
-                time.sleep(max(0.0, started + 1.0 / args.rate - time.monotonic()))
+            played = _play_still(harness, motorcycle, count, args.rate)
         if not played:
             raise ValueError("no frames to play")
         save_image(args.out / "input.png", played[min(played)].rgb)
-        last = max(played)
-        harness.wait_until(lambda: last in harness.received["depth"]
-                           and all(harness.received[topic] for topic in ("points", "occupancy")),
-                           "the outputs of the last frame")
-        harness.wait_until(lambda: int(harness.diagnostic_values().get("processed frames", 0))
-                           >= len(harness.received["depth"]), "the node's diagnostics")
+        _wait_for_outputs(harness, max(played))
         info = {"input": description, "checkpoint": args.checkpoint, "input_size": args.input_size,
                 "device": args.device, "precision": args.precision, "rate_hz": args.rate}
         metrics = write_outputs(args.out, played, harness, config, info)
+    _log_metrics(args, metrics)
+    return metrics
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    """Localhost-only DDS on the demo's domain with the shipped Fast DDS profile; the checkpoint resolved (a
+    missing or unfetchable one ends the demo here, with one line)."""
+    from depth_ros.checkpoints import resolve
+    from depth_ros.ros.dds import use_shipped_fastdds_profile
+
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before rclpy starts here or in the node
+    os.environ.setdefault("ROS_DOMAIN_ID", DEFAULT_DOMAIN_ID)
+    use_shipped_fastdds_profile()
+    if args.checkpoint is None:
+        args.checkpoint = default_checkpoint()
+    else:
+        resolve(args.checkpoint)
+
+
+def _play_still(harness: NodeHarness, frame: Frame, count: int, rate: float) -> dict[int, Frame]:
+    """Send one image ``count`` times at ``rate`` Hz, each with its CameraInfo and a new stamp; new stamp ns ->
+    frame."""
+    from std_msgs.msg import Header
+
+    played = {}
+    for _ in range(count):
+        harness.check_running()
+        started = time.monotonic()
+        header = Header(frame_id=frame.frame_id, stamp=harness.now())
+        stamp = harness.send(rgb_to_image_msg(frame.rgb, header), camera_info_msg(frame.camera, header),
+                             stamp=header.stamp, settle=0.0)
+        played[stamp] = frame
+        time.sleep(max(0.0, started + 1.0 / rate - time.monotonic()))
+    return played
+
+
+def _wait_for_outputs(harness: NodeHarness, last: int) -> None:
+    """Until the last frame's depth, a cloud and a grid have arrived and the diagnostics count every depth image."""
+    harness.wait_until(lambda: last in harness.received["depth"]
+                       and all(harness.received[topic] for topic in ("points", "occupancy")),
+                       "the outputs of the last frame")
+    harness.wait_until(lambda: int(harness.diagnostic_values().get("processed frames", 0))
+                       >= len(harness.received["depth"]), "the node's diagnostics")
+
+
+def _log_metrics(args: argparse.Namespace, metrics: dict) -> None:
     accuracy = metrics["accuracy"]
     latency = metrics["latency_ms"]["end_to_end"]
     log.info("model %s: %d of %d frames answered; end-to-end latency median %.0f ms, p90 %.0f ms%s; outputs in %s",
@@ -450,7 +489,6 @@ def run_demo(args: argparse.Namespace) -> dict:
              "" if accuracy is None else
              f"; AbsRel {accuracy['abs_rel']:.3f}, RMSE {accuracy['rmse']:.3f} m, delta1 {accuracy['delta1']:.3f}",
              args.out)
-    return metrics
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
