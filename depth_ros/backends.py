@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -32,7 +31,8 @@ import cv2
 import numpy as np
 import torch
 
-from depth_ros.checkpoints import METADATA_KEY, CheckpointError, CheckpointMetadata, _metadata_from_dict
+from depth_ros.checkpoints import METADATA_KEY, CheckpointError, CheckpointMetadata, metadata_from_dict
+from depth_ros.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -154,15 +154,8 @@ def export_onnx(model: torch.nn.Module, metadata: CheckpointMetadata, path: str 
     }
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as tmp:
+        onnx.save(proto, str(tmp))
     return path
 
 
@@ -197,7 +190,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> tuple[CheckpointMetadata, tup
     props = {p.key: p.value for p in proto.metadata_props}
     if METADATA_KEY not in props:
         raise CheckpointError(f"{path}: no depth_ros metadata in the ONNX file (export it with depth_ros_export)")
-    metadata = _metadata_from_dict(json.loads(props[METADATA_KEY]), path)
+    metadata = metadata_from_dict(json.loads(props[METADATA_KEY]), path)
     shape = props.get(SHAPE_KEY, "dynamic")
     return metadata, None if shape == "dynamic" else tuple(int(v) for v in shape.split("x"))
 
@@ -401,10 +394,8 @@ class TensorRTBackend(Backend):
         if not engine_file.is_file():
             log.info("building TensorRT %s engine %s (minutes, once per model, size and GPU)", self.precision,
                      engine_file)
-            engine_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = engine_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(self._build(path, shape))
-            os.replace(tmp, engine_file)
+            with atomic_write(engine_file) as tmp:
+                tmp.write_bytes(self._build(path, shape))
         engine = self.trt.Runtime(self.logger).deserialize_cuda_engine(engine_file.read_bytes())
         if engine is None:
             raise BackendError(f"tensorrt cannot load the cached engine {engine_file}; delete it to rebuild")

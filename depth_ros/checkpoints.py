@@ -15,18 +15,17 @@ Files are always read with ``torch.load(weights_only=True)`` or safetensors: no 
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from depth_ros.files import atomic_write
 from depth_ros.models import (
     ARCHITECTURES,
     DEFAULT_ARCHITECTURE,
@@ -164,8 +163,9 @@ def resolve(path_or_id: str | os.PathLike) -> tuple[Path, CheckpointMetadata | N
         carry their own).
 
     Raises:
-        CheckpointError: unknown id or path, an official file that is neither cached nor downloadable (the message
-            says which file to fetch and where to put it), or a bundled file missing from this installation.
+        CheckpointError: unknown id or path, a path that is not a regular file or is empty, an official file that
+            is neither cached nor downloadable (the message says which file to fetch and where to put it), or a
+            bundled file missing from this installation.
     """
     text = str(path_or_id)
     if text in OFFICIAL_MODELS:
@@ -180,6 +180,10 @@ def resolve(path_or_id: str | os.PathLike) -> tuple[Path, CheckpointMetadata | N
     if not path.exists():
         known = ", ".join(model_ids())
         raise CheckpointError(f"{path}: no such checkpoint file (or give a model id: {known})")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a folder or a device), so not a checkpoint")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty, not a checkpoint")
     official = _BY_FILENAME.get(path.name)
     return path, official.metadata if official else None
 
@@ -223,7 +227,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], C
             with safe_open(str(path), framework="pt") as f:
                 state = {k: f.get_tensor(k) for k in f.keys()}
                 header = (f.metadata() or {}).get(METADATA_KEY)
-            metadata = _metadata_from_dict(json.loads(header), path) if header else None
+            metadata = metadata_from_dict(json.loads(header), path) if header else None
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
@@ -237,14 +241,20 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], C
         if isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if METADATA_KEY in state:
-        metadata = _metadata_from_dict(state.pop(METADATA_KEY), path)
+        metadata = metadata_from_dict(state.pop(METADATA_KEY), path)
     state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not state:
         raise CheckpointError(f"{path}: no tensors found in the checkpoint")
     return state, metadata
 
 
-def _metadata_from_dict(values: dict, path: Path) -> CheckpointMetadata:
+def metadata_from_dict(values: dict, path: str | os.PathLike) -> CheckpointMetadata:
+    """:class:`CheckpointMetadata` from the dict a file carries (JSON in a safetensors header or ONNX metadata,
+    ``_depth_ros_metadata`` in a ``.pth``).
+
+    Raises:
+        CheckpointError: unknown or missing fields, or invalid values (names ``path``).
+    """
     try:
         return CheckpointMetadata(**values)
     except (TypeError, ValueError) as exc:
@@ -255,10 +265,9 @@ def save_checkpoint(path: str | os.PathLike, weights: torch.nn.Module | dict[str
                     metadata: CheckpointMetadata) -> Path:
     """Write weights in the official key layout plus ``metadata``, atomically.
 
-    The file is written under a temporary name in the same folder (``.<name>.<pid>.<random>.tmp``) and renamed over
-    ``path`` only when complete, so a crash or kill mid-write leaves any previous file at ``path`` intact; temporary
-    files of earlier saves of ``path`` whose process no longer runs are removed. The file gets the permissions a
-    plain ``open`` would give it (0666 minus the umask), so a published model is readable by others as usual.
+    Written with :func:`depth_ros.files.atomic_write`: under a temporary name in the same folder, renamed over
+    ``path`` only when complete (a crash or kill mid-write leaves any previous file at ``path`` intact), with the
+    permissions a plain ``open`` would give it (0666 minus the umask), so a published model is readable by others.
 
     Args:
         path: ``*.safetensors`` (metadata in the header) or any other name (``torch.save``, metadata under
@@ -273,47 +282,14 @@ def save_checkpoint(path: str | os.PathLike, weights: torch.nn.Module | dict[str
     module = getattr(weights, "_orig_mod", weights)  # torch.compile wrapper
     state = module.state_dict() if isinstance(module, torch.nn.Module) else dict(module)
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600 whatever the umask
+    with atomic_write(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
             save_file(state, tmp, metadata={METADATA_KEY: json.dumps(asdict(metadata))})
         else:
             torch.save({**state, METADATA_KEY: asdict(metadata)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.<name>.<pid>.*.tmp`` files beside ``path`` left by saves whose process has died (killed mid-write)."""
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _process_exists(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _infer_metadata(path: Path, state: dict[str, torch.Tensor], max_depth: float | None) -> CheckpointMetadata:

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from depth_ros.files import atomic_write
+
 
 def colorize_depth(depth: np.ndarray, vmin: float | None = None, vmax: float | None = None,
                    cmap: str = "turbo_r") -> np.ndarray:
@@ -49,7 +51,8 @@ def occupancy_image(grid: np.ndarray) -> np.ndarray:
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write an HxWx3 uint8 RGB or HxW uint8 grey image (format from the file name, e.g. ``.png``) with OpenCV.
+    """Write an HxWx3 uint8 RGB or HxW uint8 grey image (format from the file name, e.g. ``.png``) with OpenCV,
+    atomically (:func:`depth_ros.files.atomic_write`).
 
     Raises:
         OSError: the file cannot be written.
@@ -58,12 +61,14 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
 
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"{path}: could not write image")
+    with atomic_write(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise OSError(f"{path}: could not write image")
 
 
 def save_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | None = None) -> None:
-    """Write points (N,3 float, metres) and optional colours (N,3 uint8 RGB) to a binary PLY file with open3d.
+    """Write points (N,3 float, metres) and optional colours (N,3 uint8 RGB) to a binary PLY file with open3d,
+    atomically (:func:`depth_ros.files.atomic_write`).
 
     Non-finite points are dropped.
 
@@ -78,8 +83,9 @@ def save_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | N
     if colors is not None:
         colors = np.asarray(colors).reshape(-1, 3)[keep]
         cloud.colors = o3d.utility.Vector3dVector(colors.astype(np.float64) / 255.0)
-    if not o3d.io.write_point_cloud(str(path), cloud):
-        raise OSError(f"{path}: could not write PLY file")
+    with atomic_write(path) as tmp:
+        if not o3d.io.write_point_cloud(str(tmp), cloud):
+            raise OSError(f"{path}: could not write PLY file")
 
 
 def save_overview(path: str | os.PathLike, rgb: np.ndarray, depth: np.ndarray, camera, grid: np.ndarray | None,

@@ -14,6 +14,7 @@ import torch
 
 from depth_ros.backends import TOLERANCES, BackendError, read_onnx_metadata, relative_difference
 from depth_ros.checkpoints import CheckpointError
+from depth_ros.data.images import read_image
 from depth_ros.estimator import DepthEstimator
 from depth_ros.pipeline import DepthPipeline
 from depth_ros.ros.params import ConfigError, NodeConfig
@@ -71,7 +72,7 @@ def image(request) -> np.ndarray:
     """The built-in demo image (Middlebury Motorcycle, 640x432) or a 7-Scenes frame (640x480)."""
     if request.param == "7scenes":
         folder = request.getfixturevalue("shared_data") / "7scenes_redkitchen" / "frames"
-        return infer.read_rgb(folder / "frame-000000.color.jpg")
+        return read_image(folder / "frame-000000.color.jpg")
     pytest.importorskip("skimage", reason="the demo image comes with scikit-image (pip install scikit-image)")
     from depth_ros.tools.demo import motorcycle_frame
 

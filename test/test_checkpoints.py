@@ -150,9 +150,9 @@ def test_temporary_file_of_a_killed_save_is_removed_by_the_next_save(tmp_path, v
         save_checkpoint({str(path)!r}, {{"w": torch.zeros(1)}}, CheckpointMetadata("vits", "metric", 5.0))
         """)], timeout=120)
     assert killed.returncode == -signal.SIGKILL
-    leftovers = list(tmp_path.glob(".best.pth.*.tmp"))
+    leftovers = list(tmp_path.glob(".best.pth.*.tmp.pth"))
     assert len(leftovers) == 1 and not path.exists()
-    other = tmp_path / ".other.pth.1.abc.tmp"  # another checkpoint's temporary name: not ours to remove
+    other = tmp_path / ".other.pth.1.abc.tmp.pth"  # another checkpoint's temporary name: not ours to remove
     other.write_bytes(b"")
     save_checkpoint(path, vits_state, META)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["best.pth", other.name])

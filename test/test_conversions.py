@@ -166,7 +166,7 @@ def test_oversized_images_are_refused_from_their_header_before_decoding(rgb):
     huge.width, huge.height, huge.step = 100_000, 100_000, 300_000  # header fields only: checked before the data
     with pytest.raises(ValueError, match="is 100000x100000"):
         image_to_rgb(huge, max_pixels=640 * 480)
-    with pytest.raises(ValueError, match="cannot read the size of compressed image"):
+    with pytest.raises(ValueError, match="cannot decode compressed image .* its header is unreadable"):
         compressed_to_rgb(CompressedImage(format="jpeg", data=b"\xff\xd8 not a jpeg"), max_pixels=640 * 480)
 
 
@@ -245,7 +245,7 @@ def test_compressed_depth_32fc1_inverse_depth_quantisation_round_trip(depth_raw)
     (CompressedImage(format="16UC1; compressedDepth png", data=struct.pack("<iff", 3, 0, 0) + bytes(8)),
      "header has compression format 3"),
     (CompressedImage(format="16UC1; compressedDepth png", data=struct.pack("<iff", 0, 0, 0) + bytes(8)),
-     "not a single-channel 16-bit PNG: undecodable"),
+     "cannot decode compressedDepth image"),
 ])
 def test_compressed_depth_rejects_malformed_formats_headers_and_payloads(msg, match):
     with pytest.raises(ValueError, match=match):

@@ -263,8 +263,11 @@ def test_infer_skips_unreadable_images_finishes_the_rest_and_fails_with_the_coun
     assert sorted(p.name for p in out.glob("*.npy")) == ["a_depth.npy", "z_depth.npy"]
     assert "is 10000x10000 = 100000000 px, more than the limit of 16777216 px" in caplog.text
     err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1] == (f"infer: error: 2 of 4 images could not be read and were skipped: "
-                                            f"{folder / 'broken.jpg'}, {folder / 'huge.png'}; the others are in {out}")
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"infer: error: 2 of 4 images skipped (the others are in {out}): cannot decode "
+                           f"{folder / 'broken.jpg'}, 7 bytes")
+    assert last.endswith(f"; {folder / 'huge.png'} is 10000x10000 = 100000000 px, more than the limit of 16777216 px "
+                         "(max_image_pixels)")
 
 
 def test_input_size_defaults_to_the_checkpoints_training_size(metric_checkpoint, rgb):

@@ -377,7 +377,7 @@ class TestCompressedScaledNode:
         broken.data = b"\xff\xd8 this is not a jpeg"
         start = scaled_node.log_size()
         bad_stamp = scaled_node.send(broken, bag["info"][2])
-        scaled_node.wait_for_log("dropping image: cannot read the size of compressed image (format 'jpg')", start)
+        scaled_node.wait_for_log("dropping image: cannot decode compressed image (format 'jpg')", start)
         out = scaled_node.outputs(scaled_node.send(compressed, bag["info"][2]))
         assert out["depth"].width == 320 and bad_stamp not in scaled_node.received["depth"]
 

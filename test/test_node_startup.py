@@ -63,14 +63,18 @@ def _tf2_ros_missing() -> bool:
     ("args", "message"),
     [
         (["-p", "pose_source:=gps"], "parameter 'pose_source' must be one of odom, tf (got 'gps')"),
+        (["-p", "output_dir:={file}"], "parameter 'output_dir' names an existing file, not a folder"),
+        (["-p", "output_dir:={file}/adapted"], "parameter 'output_dir' lies under"),
         pytest.param(["-p", "pose_source:=tf"], "parameter 'pose_source' tf needs tf2_ros",
                      marks=pytest.mark.skipif(not _tf2_ros_missing(), reason="tf2_ros is installed here")),
     ],
 )
-def test_adaptation_node_bad_pose_source_exits_with_one_clear_line(tmp_path, args, message):
+def test_adaptation_node_bad_parameter_exits_with_one_clear_line(tmp_path, args, message):
     start = random_checkpoint(tmp_path / "start.pth", input_size=42)
+    (tmp_path / "a_file").write_text("not a folder")
     args = [str(ADAPTATION_SCRIPT), "--ros-args", "-r", "__ns:=/startup", "-p", f"checkpoint:={start}",
-            "-p", f"output_dir:={tmp_path / 'out'}", "-p", "depth_node_name:=''", *args]
+            "-p", f"output_dir:={tmp_path / 'out'}", "-p", "depth_node_name:=''",
+            *(arg.format(file=tmp_path / "a_file") for arg in args)]
     result = subprocess.run(args, capture_output=True, text=True, timeout=120,
                             env=dict(os.environ, RCUTILS_COLORIZED_OUTPUT="0"))
     assert result.returncode == 1, result.stderr

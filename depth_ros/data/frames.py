@@ -1,4 +1,5 @@
-"""Common pieces of the RGB-D datasets: the sequence base class, image readers and splits."""
+"""Common pieces of the RGB-D datasets: the sequence base class, the depth PNG reader and splits (colour images:
+:func:`depth_ros.data.images.read_image`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
+from depth_ros.data.images import read_image
 from depth_ros.frame import Frame
 from depth_ros.geometry.camera import PinholeCamera
 
@@ -49,28 +50,15 @@ class RGBDSequence(abc.ABC):
         return self.load(index)
 
 
-def read_rgb(path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB.
-
-    Raises:
-        FileNotFoundError: the file is missing or not a readable image.
-    """
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"{path}: missing or not a readable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def read_depth_png(path, depth_scale: float) -> np.ndarray:
     """A 16-bit depth PNG as (H, W) float32 metres (``value / depth_scale``), NaN where 0 or 65535 (invalid).
 
     Raises:
-        FileNotFoundError: missing or unreadable file.
-        ValueError: the image is not single-channel 16-bit.
+        OSError: missing or unreadable file.
+        ValueError: not decodable, larger than :data:`~depth_ros.data.images.MAX_IMAGE_PIXELS`, or not
+            single-channel 16-bit.
     """
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise FileNotFoundError(f"{path}: missing or not a readable image")
+    raw = read_image(path, color=False)
     if raw.dtype != np.uint16 or raw.ndim != 2:
         raise ValueError(f"{path}: expected a single-channel 16-bit depth image, got {raw.dtype} {raw.shape}")
     depth = raw.astype(np.float32) / np.float32(depth_scale)

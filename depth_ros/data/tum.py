@@ -12,10 +12,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from depth_ros.data.frames import RGBDSequence, read_depth_png, read_rgb
+from depth_ros.data.frames import RGBDSequence, read_depth_png
+from depth_ros.data.images import read_image
 from depth_ros.frame import Frame
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.stamps import match_stamps
@@ -87,10 +87,7 @@ class TumRGBD(RGBDSequence):
         self.stamps = rgb_stamps[[i for i, _ in pairs]]
         self.names = [rgb_names[i] for i, _ in pairs]
         self._depth_names = [depth_names[j] for _, j in pairs]
-        first = cv2.imread(str(self.root / self.names[0]), cv2.IMREAD_UNCHANGED)
-        if first is None:
-            raise FileNotFoundError(f"{self.root / self.names[0]}: missing or not a readable image")
-        height, width = first.shape[:2]
+        height, width = read_image(self.root / self.names[0]).shape[:2]
         if intrinsics is None:
             if not has_k_file:
                 raise FileNotFoundError(f"{self.root}: no {INTRINSICS_FILE}; give the intrinsics (fx, fy, cx, cy)")
@@ -112,7 +109,7 @@ class TumRGBD(RGBDSequence):
         return k[0, 0], k[1, 1], k[0, 2], k[1, 2]
 
     def load(self, index: int) -> Frame:
-        rgb = read_rgb(self.root / self.names[index])
+        rgb = read_image(self.root / self.names[index])
         depth = read_depth_png(self.root / self._depth_names[index], self.depth_scale)
         if depth.shape != rgb.shape[:2] or rgb.shape[:2] != (self.camera.height, self.camera.width):
             raise ValueError(f"{self.root}: frame {index}: colour {rgb.shape[:2]} and depth {depth.shape} do not "

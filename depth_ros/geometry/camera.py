@@ -21,6 +21,10 @@ from functools import lru_cache
 
 import numpy as np
 
+# Largest focal length per image pixel of a CameraInfo: fx <= MAX_FOCAL_PER_PIXEL * width (likewise fy, height), a
+# field of view of about 1e-5 rad; far beyond any real lens, so a larger value is a broken calibration (e.g. 1e30).
+MAX_FOCAL_PER_PIXEL = 1e5
+
 
 def _is_tensor(x) -> bool:
     """True for a torch tensor (without importing torch when the caller never did)."""
@@ -85,8 +89,8 @@ class PinholeCamera:
             use_rectified: read P (True, for ``image_rect`` topics) or K (False, for raw images).
 
         Raises:
-            ValueError: naming the problem for malformed K/P, zero or non-finite focal length, zero size or an ROI
-                outside the image.
+            ValueError: naming the problem for malformed K/P, zero or non-finite focal length, one larger than
+                :data:`MAX_FOCAL_PER_PIXEL` x width (or x height for fy), zero size or an ROI outside the image.
         """
         if use_rectified:
             matrix, name, (ifx, ify, icx, icy) = _field(msg, "p", "P"), "P", (0, 5, 2, 6)
@@ -102,6 +106,9 @@ class PinholeCamera:
         width, height = int(msg.width), int(msg.height)
         if width <= 0 or height <= 0:
             raise ValueError(f"CameraInfo has an empty image size {width}x{height}")
+        if fx > MAX_FOCAL_PER_PIXEL * width or fy > MAX_FOCAL_PER_PIXEL * height:
+            raise ValueError(f"CameraInfo {name} has an implausible focal length fx={fx:g}, fy={fy:g} for a "
+                             f"{width}x{height} image (at most {MAX_FOCAL_PER_PIXEL:g} x width / height)")
 
         roi = msg.roi
         x_off, y_off, roi_w, roi_h = int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)

@@ -339,6 +339,9 @@ def _coerce(hint, value, where: str):
         else:
             if hint is float or float(value) == number:
                 return number
+    if hint is str:  # e.g. 70: (a mapping in YAML) for a frame range
+        raise ConfigError(f"{where}: expected str, got {value!r}: YAML read the text as {type(value).__name__}; "
+                          "quote it to keep it as typed (e.g. '70:')")
     raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
@@ -363,13 +366,31 @@ def _from_dict(cls, values, where: str):
         raise ConfigError(f"{where}: {exc}") from None
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader without YAML 1.1's base-60 numbers: ``50:10`` stays the string typed (a frame range), as
+    YAML 1.2 reads it, instead of the integer 3010."""
+
+
+def _number_or_text(constructor):
+    def construct(loader, node):
+        text = loader.construct_scalar(node)
+        return text if ":" in text else constructor(loader, node)
+
+    return construct
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _number_or_text(yaml.SafeLoader.construct_yaml_int))
+_Loader.add_constructor("tag:yaml.org,2002:float", _number_or_text(yaml.SafeLoader.construct_yaml_float))
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     """Read and validate a training YAML file, with ``overrides`` applied first.
 
     Args:
         path: the YAML file.
         overrides: ``section.key=value`` strings (value parsed as YAML, e.g. ``data.depth_scale=769.23`` or
-            ``run.output_dir=../runs/other``), applied in order.
+            ``run.output_dir=../runs/other``), applied in order. In the file and the overrides, ``A:B`` is a string
+            (``data.split.train_frames=50:10``), never a YAML 1.1 base-60 number.
 
     Raises:
         FileNotFoundError: no such file.
@@ -380,7 +401,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.load(path.read_text(), Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     for override in overrides:
@@ -394,7 +415,7 @@ def _apply_override(values: dict, override: str) -> None:
     if not separator or not all(names) or not isinstance(values, dict):
         raise ConfigError(f"override {override!r}: expected section.key=value")
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
         raise ConfigError(f"override {override!r}: the value is not valid YAML") from None
     section = values

@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 from depth_ros.checkpoints import CheckpointError
 from depth_ros.data.frames import RGBDSequence
 from depth_ros.estimator import DepthEstimator
+from depth_ros.files import atomic_write
 from depth_ros.frame import Frame
 from depth_ros.learning.config import ConfigError, TrainConfig
 from depth_ros.metrics import valid_depth_mask
@@ -142,13 +142,6 @@ def cache_identity(cfg: TrainConfig, estimator: DepthEstimator) -> dict:
     }
 
 
-def _save_atomically(path: Path, depth: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        np.save(f, depth.astype(np.float16))
-    os.replace(tmp, path)
-
-
 def teacher_labels(cfg: TrainConfig, source: RGBDSequence, indices: Sequence[int]) -> tuple[TeacherDepth, dict]:
     """Teacher depth for the training frames ``indices`` of ``source``: computed where not cached yet, then served
     through a :class:`TeacherDepth` wrapper. With several Accelerate processes each computes a share of the frames.
@@ -188,7 +181,8 @@ def teacher_labels(cfg: TrainConfig, source: RGBDSequence, indices: Sequence[int
     with state.split_between_processes(missing) as mine:
         for done, index in enumerate(mine, 1):
             frame = source[index]
-            _save_atomically(labels.path(index), estimator.infer(frame.rgb, fx=frame.camera.fx))
+            with atomic_write(labels.path(index)) as tmp, tmp.open("wb") as f:
+                np.save(f, estimator.infer(frame.rgb, fx=frame.camera.fx).astype(np.float16))
             if done % 50 == 0:
                 log.info("teacher depth: %d of %d frames", done, len(mine))
     state.wait_for_everyone()

@@ -38,6 +38,7 @@ from depth_ros.checkpoints import CheckpointMetadata, network_focal, save_checkp
 from depth_ros.data import RGBDSequence, open_rgbd
 from depth_ros.data.augment import EpochShuffleSampler
 from depth_ros.estimator import DepthEstimator
+from depth_ros.files import apply_default_permissions, atomic_write
 from depth_ros.learning.config import DataConfig, TrainConfig
 from depth_ros.learning.objectives import build_objective
 from depth_ros.learning.trainable import (
@@ -127,6 +128,7 @@ def save_training_state(accelerator, output_dir: Path, progress: Progress, keep:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / PROGRESS).write_text(json.dumps(dataclasses.asdict(progress)))
+        apply_default_permissions(tmp)  # safetensors writes the model 0600; the states are shared like checkpoints
         os.replace(tmp, final)
         for old in state_dirs(output_dir)[:-keep]:
             shutil.rmtree(old)
@@ -318,9 +320,8 @@ class TrainingRun:
     # -- outputs ---------------------------------------------------------------------------------------------
 
     def write_summary(self) -> None:
-        tmp = self.summary_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.summary, indent=2))
-        os.replace(tmp, self.summary_path)
+        with atomic_write(self.summary_path) as tmp:
+            tmp.write_text(json.dumps(self.summary, indent=2))
 
     def save_state(self) -> None:
         save_training_state(self.accelerator, self.out, self.progress, self.cfg.run.keep_states)

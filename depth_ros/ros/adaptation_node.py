@@ -12,7 +12,11 @@ Topics (relative names, the namespace conventions of depth_node):
 - out: ``/diagnostics``; files: ``output_dir/latest.pth`` (the last published weights, an ordinary checkpoint);
   the ``checkpoint`` parameter of ``depth_node_name`` is set to that file after each publish (a SetParameters
   request), so depth_node swaps models between two frames.
-- service ``~/reset`` (std_srvs/Trigger): back to the starting checkpoint, which is published again.
+- service ``~/reset`` (std_srvs/Trigger): back to the starting checkpoint, which is published again; a failure
+  (e.g. ``output_dir`` cannot be written) answers ``success: false`` with the reason.
+
+Every callback (subscriptions, timer, service) catches its errors: logged (throttled), that message dropped or that
+request answered with ``success: false``, the node goes on (docs/robustness.md).
 
 The camera pose of an image is ``T_odom_base(t) @ T_base_camera``, with the odometry interpolated at the image stamp
 (linear translation, slerp rotation; :class:`~depth_ros.geometry.transform.PoseTrajectory`). An image waits for the
@@ -29,11 +33,13 @@ Parameters: :class:`AdaptationNodeConfig` (documented in config/adaptation.yaml)
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,6 +52,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from depth_ros.adaptation import AdaptationConfig, OnlineAdapter
+from depth_ros.data.images import MAX_IMAGE_PIXELS
 from depth_ros.estimator import DepthEstimator
 from depth_ros.frame import CameraInfoCache, NoCameraError
 from depth_ros.geometry.camera import PinholeCamera
@@ -60,10 +67,17 @@ from depth_ros.ros.conversions import (
     image_to_rgb,
     stamp_ns,
 )
-from depth_ros.ros.params import DEFAULT_CAMERA_TO_BASE, ConfigError, ParameterTable, _param, declare_and_load
+from depth_ros.ros.params import (
+    DEFAULT_CAMERA_TO_BASE,
+    MIN_IMAGE_PIXELS,
+    ConfigError,
+    ParameterTable,
+    _param,
+    declare_and_load,
+)
 from depth_ros.ros.pose_sources import CameraPoses, OdometryPoses, TfPoses, start_tf
 from depth_ros.ros.runner import run_node
-from depth_ros.ros.throttle import ThrottledLog
+from depth_ros.ros.throttle import ThrottledLog, trigger_failed
 from depth_ros.stamps import StampedBuffer
 
 PENDING_IMAGES = 30  # images waiting for odometry (or tf2) after their stamp
@@ -92,6 +106,9 @@ class AdaptationNodeConfig(ParameterTable):
         "raw", "reference_depth transport: raw (Image 32FC1 m / 16UC1 mm) or compressedDepth (image_transport, "
         "reference_depth/compressedDepth).")
     use_rectified: bool = _param(True, "Intrinsics from CameraInfo P (rectified images) instead of K.")
+    max_image_pixels: int = _param(
+        MAX_IMAGE_PIXELS, "px. Largest width x height of an input image (compressed: read from its header before "
+        "decoding), as depth_node's; larger images are dropped. Also bounds reference depth images.")
     pose_source: str = _param(
         "odom", "Camera poses from odom (the odom topic + the camera extrinsic) or tf (tf2 alone: fixed_frame -> "
         "the image's frame; needs tf2_ros, i.e. a ROS 2 distro).")
@@ -131,10 +148,14 @@ class AdaptationNodeConfig(ParameterTable):
             divergence_factor=self.divergence_factor)
 
     def _validate(self) -> None:
+        output_problem = folder_problem(self.output_dir)
         checks = [
             (self.checkpoint != "", "checkpoint", "must name the starting checkpoint file or model id"),
             (self.output_dir != "", "output_dir", "must name a folder"),
+            (output_problem is None, "output_dir", output_problem),
             (self.threads >= 1, "threads", "must be >= 1"),
+            (self.max_image_pixels >= MIN_IMAGE_PIXELS, "max_image_pixels",
+             f"must be >= {MIN_IMAGE_PIXELS} px (one 14 x 14 network patch)"),
             (self.input_size >= 0, "input_size", "must be 0 (the checkpoint's) or a positive number of px"),
             (len(self.camera_to_base) == 6, "camera_to_base", "must be [x, y, z, roll, pitch, yaw]"),
             (self.odom_tolerance > 0, "odom_tolerance", "must be > 0 s"),
@@ -154,6 +175,23 @@ class AdaptationNodeConfig(ParameterTable):
             self.adaptation()
         except ValueError as error:
             raise ConfigError(str(error)) from None
+
+
+def folder_problem(path: str) -> str | None:
+    """Why ``path`` cannot be (or become) a folder this process writes into, or None if it can: an existing
+    non-folder, a non-folder on the way to it, or no write permission on the nearest existing folder. Nothing is
+    created."""
+    if not path:
+        return None
+    target = Path(path).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        return "names an existing file, not a folder"
+    existing = next(parent for parent in (target, *target.parents) if parent.exists())
+    if not existing.is_dir():
+        return f"lies under {existing}, which is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot be written: no write permission on {existing}"
+    return None
 
 
 @dataclass
@@ -189,16 +227,19 @@ class AdaptationNode(Node):
         self.live_abs_rel: float | None = None
         self._update_times: deque[float] = deque(maxlen=20)
 
+        guard = self._log.guard  # every callback: a failure answers or drops that one message, the node goes on
         image_type, image_topic = (CompressedImage, "image/compressed") if config.use_compressed else (Image, "image")
-        self.create_subscription(image_type, image_topic, self._on_image, qos_profile_sensor_data)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
+        self.create_subscription(image_type, image_topic, guard("image callback", self._on_image),
+                                 qos_profile_sensor_data)
+        self.create_subscription(CameraInfo, "camera_info", guard("camera_info callback", self._on_camera_info),
+                                 qos_profile_sensor_data)
         self.poses = self._pose_source()
         if config.use_reference_depth:
             self.create_subscription(*depth_subscription(config.reference_transport, "reference_depth"),
-                                     self._on_reference, qos_profile_sensor_data)
-        self.create_service(Trigger, "~/reset", self._on_reset)
+                                     guard("reference_depth callback", self._on_reference), qos_profile_sensor_data)
+        self.create_service(Trigger, "~/reset", guard("reset", self._on_reset, trigger_failed))
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(config.diagnostics_period, self._publish_diagnostics)
+        self.create_timer(config.diagnostics_period, guard("diagnostics", self._publish_diagnostics))
         self._param_client = None
         if config.depth_node_name:
             from rclpy.parameter_client import AsyncParameterClient
@@ -226,7 +267,8 @@ class AdaptationNode(Node):
             buffer, self._tf_listener = tf
             return TfPoses(buffer, self.config.fixed_frame)
         poses = OdometryPoses(pose_matrix(self.config.camera_to_base), self.config.odom_tolerance)
-        self.create_subscription(Odometry, "odom", self._on_odom, QoSProfile(depth=100))
+        self.create_subscription(Odometry, "odom", self._log.guard("odom callback", self._on_odom),
+                                 QoSProfile(depth=100))
         self._subscribe_tf_static(poses)
         return poses
 
@@ -237,7 +279,8 @@ class AdaptationNode(Node):
             self.get_logger().info("tf2_msgs not available: the camera extrinsic comes from camera_to_base")
             return
         latched = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(TFMessage, "/tf_static", poses.add_static, latched)
+        self.create_subscription(TFMessage, "/tf_static", self._log.guard("tf_static callback", poses.add_static),
+                                 latched)
 
     # --- inputs -----------------------------------------------------------------------------------------------
 
@@ -294,7 +337,8 @@ class AdaptationNode(Node):
     def _offer(self, image: _PendingImage) -> None:
         msg = image.msg
         try:
-            rgb = (compressed_to_rgb if self.config.use_compressed else image_to_rgb)(msg)
+            decode = compressed_to_rgb if self.config.use_compressed else image_to_rgb
+            rgb = decode(msg, max_pixels=self.config.max_image_pixels)
         except ValueError as error:
             self._reject("image", str(error))
             return
@@ -327,7 +371,7 @@ class AdaptationNode(Node):
         self._reference_msgs.discard(found[0])
         msg = found[1]
         try:
-            reference = reference_at(depth_msg_to_array(msg), rgb.shape[:2])
+            reference = reference_at(depth_msg_to_array(msg, max_pixels=self.config.max_image_pixels), rgb.shape[:2])
         except ValueError as error:
             self._reject("reference_depth", str(error))
             return

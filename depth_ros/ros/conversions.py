@@ -19,13 +19,12 @@ memoryview and 56 ms for a numpy array (rclpy iterates those element by element)
 from __future__ import annotations
 
 import array
-import io
 import struct
-import warnings
 
 import cv2
 import numpy as np
 
+from depth_ros.data.images import MAX_IMAGE_PIXELS, check_image_size, decode_image
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.occupancy import GridSpec
 
@@ -57,16 +56,6 @@ def _byte_array(arr: np.ndarray, typecode: str = "B") -> array.array:
     out = array.array(typecode)
     out.frombytes(memoryview(np.ascontiguousarray(arr)).cast("B"))
     return out
-
-
-def check_image_size(width: int, height: int, max_pixels: int | None, what: str) -> None:
-    """Raise ValueError naming the size when ``width`` x ``height`` is empty or exceeds ``max_pixels`` (None: no
-    limit). Used before any pixel is decoded or copied, so an oversized input costs neither time nor memory."""
-    if height <= 0 or width <= 0:
-        raise ValueError(f"{what} has zero size ({width}x{height})")
-    if max_pixels is not None and width * height > max_pixels:
-        raise ValueError(f"{what} is {width}x{height} = {width * height} px, more than the limit of {max_pixels} px "
-                         "(max_image_pixels)")
 
 
 def _pixels(msg, kind: str, channels: int, dtype: np.dtype, max_pixels: int | None) -> np.ndarray:
@@ -124,12 +113,13 @@ def image_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
 
 
-def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
+def compressed_to_rgb(msg, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a sensor_msgs/CompressedImage (jpeg or png, as image_transport's compressed plugin publishes).
 
     Args:
         msg: sensor_msgs/CompressedImage (rclpy or rosbags).
-        max_pixels: largest width x height accepted, checked from the file header before decoding; None: no limit.
+        max_pixels: largest width x height accepted, checked from the file header before decoding
+            (:func:`depth_ros.data.images.decode_image`).
 
     Returns:
         (height, width, 3) uint8 RGB array.
@@ -138,43 +128,7 @@ def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
         ValueError: empty data, a size over ``max_pixels`` or unreadable from the header, or data that OpenCV cannot
             decode (e.g. compressedDepth, truncated files).
     """
-    return decode_image_bytes(msg.data, f"compressed image (format '{msg.format}')", max_pixels)
-
-
-def decode_image_bytes(data, what: str, max_pixels: int | None = None) -> np.ndarray:
-    """Decode an encoded image (PNG, JPEG, any format OpenCV reads) to RGB, checking its size before decoding.
-
-    Args:
-        data: the encoded bytes (bytes, array.array or uint8 numpy array).
-        what: how errors name the input (e.g. a file name).
-        max_pixels: largest width x height accepted, read from the header (Pillow reads only the header); None:
-            no limit and no header check.
-
-    Returns:
-        (height, width, 3) uint8 RGB array.
-
-    Raises:
-        ValueError: empty data, a size over ``max_pixels`` or a header Pillow cannot read, or data that OpenCV
-            cannot decode.
-    """
-    data = np.frombuffer(data, dtype=np.uint8)
-    if data.size == 0:
-        raise ValueError(f"{what} has no data")
-    if max_pixels is not None:
-        from PIL import Image as PillowImage
-
-        try:
-            with warnings.catch_warnings():  # its decompression-bomb warning: the limit below decides
-                warnings.simplefilter("ignore", PillowImage.DecompressionBombWarning)
-                with PillowImage.open(io.BytesIO(data)) as header:
-                    width, height = header.size
-        except Exception as exc:  # Pillow raises several types for unreadable or hostile headers
-            raise ValueError(f"cannot read the size of {what} from its header ({data.size} bytes): {exc}") from exc
-        check_image_size(width, height, max_pixels, what)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot decode {what}, {data.size} bytes")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return decode_image(msg.data, f"compressed image (format '{msg.format}')", max_pixels)
 
 
 def depth_image_to_array(msg, max_pixels: int | None = None) -> np.ndarray:
@@ -215,18 +169,15 @@ def depth_subscription(transport: str, base_topic: str) -> tuple[type, str]:
 
 def depth_msg_to_array(msg, max_pixels: int | None = None) -> np.ndarray:
     """A depth message of either transport as (H, W) float32 metres, NaN invalid: sensor_msgs/Image
-    (:func:`depth_image_to_array`) or a compressedDepth CompressedImage (:func:`compressed_depth_to_array`; its
-    size is bounded by ``max_pixels`` after decoding).
+    (:func:`depth_image_to_array`) or a compressedDepth CompressedImage (:func:`compressed_depth_to_array`, its
+    size bounded from the PNG header before decoding; None: :data:`~depth_ros.data.images.MAX_IMAGE_PIXELS`).
 
     Raises:
         ValueError: as those functions, or an image larger than ``max_pixels``.
     """
     if not hasattr(msg, "format"):
         return depth_image_to_array(msg, max_pixels)
-    depth = compressed_depth_to_array(msg)
-    if max_pixels is not None:
-        check_image_size(depth.shape[1], depth.shape[0], max_pixels, "depth")
-    return depth
+    return compressed_depth_to_array(msg, MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
 
 
 def _metres(raw: np.ndarray) -> np.ndarray:
@@ -241,7 +192,7 @@ def _metres(raw: np.ndarray) -> np.ndarray:
     return depth
 
 
-def compressed_depth_to_array(msg) -> np.ndarray:
+def compressed_depth_to_array(msg, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode an image_transport ``compressedDepth`` sensor_msgs/CompressedImage to metres.
 
     Layout (compressed_depth_image_transport): ``format`` is ``"<encoding>; compressedDepth png"`` (older
@@ -257,13 +208,15 @@ def compressed_depth_to_array(msg) -> np.ndarray:
 
     Args:
         msg: sensor_msgs/CompressedImage (rclpy or rosbags).
+        max_pixels: largest width x height accepted, read from the PNG header before decoding.
 
     Returns:
         (height, width) float32 depth in metres, NaN where invalid (REP 118, as :func:`depth_image_to_array`).
 
     Raises:
         ValueError: a format that is not ``16UC1`` / ``32FC1`` compressedDepth png, data no longer than the header,
-            an unknown compression format in the header, or a payload that is not a single-channel 16-bit PNG.
+            an unknown compression format in the header, a payload that is not a single-channel 16-bit PNG, or one
+            larger than ``max_pixels``.
     """
     encoding, _, compression = (part.strip() for part in str(msg.format).partition(";"))
     if encoding not in _DEPTH_ENCODINGS or compression not in ("compressedDepth png", "compressedDepth"):
@@ -277,9 +230,10 @@ def compressed_depth_to_array(msg) -> np.ndarray:
     if kind != 0:
         raise ValueError(f"compressedDepth image ('{msg.format}') header has compression format {kind}; only 0 "
                          "(inverse depth) exists")
-    raw = cv2.imdecode(data[COMPRESSED_DEPTH_HEADER.size:], cv2.IMREAD_UNCHANGED)
-    if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
-        got = "undecodable data" if raw is None else f"{raw.dtype} {raw.shape}"
+    raw = decode_image(data[COMPRESSED_DEPTH_HEADER.size:], f"compressedDepth image ('{msg.format}') payload",
+                       max_pixels, color=False)
+    if raw.dtype != np.uint16 or raw.ndim != 2:
+        got = f"{raw.dtype} {raw.shape}"
         raise ValueError(f"compressedDepth image ('{msg.format}') payload is not a single-channel 16-bit PNG: {got}")
     if encoding == "16UC1":
         return _metres(raw)

@@ -13,10 +13,14 @@ latency stays bounded when images come faster than the network runs.
 
 Model swap: ``checkpoint`` is the one parameter that may change at run time (``ros2 param set <node> checkpoint
 <file or id>``, or a SetParameters request as adaptation_node sends). The new model loads in a background thread
-while the old one keeps publishing, and takes over between two frames; a file that does not exist is refused at
-once, one that cannot be loaded (corrupt, relative head, ...) is rejected with an error log, the parameter returns
-to the running checkpoint, and the old model goes on. /diagnostics reports the checkpoint in use, swaps and
-rejections; live accuracy restarts with each model.
+while the old one keeps publishing, and takes over between two frames; a path that does not exist, is not a regular
+file or is empty is refused at once (the set fails), one that cannot be loaded (corrupt, relative head, ...) is
+rejected with an error log, the parameter returns to the running checkpoint (on the executor thread, after the set
+that named it) and the old model goes on; a new set waits until that is done. /diagnostics reports the checkpoint in
+use, swaps and rejections; live accuracy restarts with each model.
+
+Every callback (subscriptions, timer, set-parameters) catches its errors: logged (throttled), that message dropped
+or that request refused, the node goes on (docs/robustness.md).
 
 Parameters: :mod:`depth_ros.ros.params` (documented in config/depth.yaml). The computation itself is
 :class:`depth_ros.pipeline.DepthPipeline`; this module only adapts messages and threads to it.
@@ -60,6 +64,9 @@ from depth_ros.ros.throttle import ThrottledLog
 from depth_ros.stamps import StampedBuffer
 
 TF_TIMEOUT = 0.1  # s the worker waits for a transform tf2 does not have yet
+# s. Consecutive image stamps further apart than this (either way) are a clock jump (a replayed or looped bag, a
+# restarted or corrected clock, one bad stamp), far beyond any frame interval: the stamp order restarts, warned.
+CLOCK_JUMP = 30.0
 OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)  # RViz and Nav2 both match it
 
 
@@ -84,10 +91,16 @@ class DepthNode(Node):
         self.pipeline = DepthPipeline.from_config(config)
         self.stats = NodeStats()
         self.stats.model(config.checkpoint, swapped=False)
+        self._log = ThrottledLog(self.get_logger())
+        guard = self._log.guard  # every callback: a failure drops that message or refuses that request, never the node
         self._loading: threading.Thread | None = None
         self._reverting = False
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._log = ThrottledLog(self.get_logger())
+        self._revert_to: str | None = None
+        # a rejected checkpoint is reverted on the executor thread, after the set that named it has completed
+        self._revert = self.create_guard_condition(guard("checkpoint revert", self._apply_revert))
+        self.add_on_set_parameters_callback(guard(
+            "checkpoint change", self._on_set_parameters,
+            lambda reason, _parameters: SetParametersResult(successful=False, reason=reason)))
         self._warned_once: set[str] = set()
         self._cameras = CameraInfoCache(config.camera_info_tolerance)
         self._references = StampedBuffer(CACHE_SIZE)  # by stamp only: registered depth may carry another frame_id
@@ -97,19 +110,21 @@ class DepthNode(Node):
         input_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE) if config.reliable_input \
             else qos_profile_sensor_data
         if config.use_compressed:
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, input_qos)
+            self.create_subscription(CompressedImage, "image/compressed", guard("image callback", self._on_image),
+                                     input_qos)
         else:
-            self.create_subscription(Image, "image", self._on_image, input_qos)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, input_qos)
+            self.create_subscription(Image, "image", guard("image callback", self._on_image), input_qos)
+        self.create_subscription(CameraInfo, "camera_info", guard("camera_info callback", self._on_camera_info),
+                                 input_qos)
         if config.use_reference_depth:
             self.create_subscription(*depth_subscription(config.reference_transport, "reference_depth"),
-                                     self._on_reference, input_qos)
+                                     guard("reference_depth callback", self._on_reference), input_qos)
         output_types = {"depth": Image, "depth/camera_info": CameraInfo, "points": PointCloud2,
                         "occupancy": OccupancyGrid}
         self._outputs = {topic: self.create_publisher(output_types[topic], topic, OUTPUT_QOS)
                          for topic in OUTPUT_TOPICS}
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(config.diagnostics_period, self._publish_diagnostics)
+        self.create_timer(config.diagnostics_period, guard("diagnostics", self._publish_diagnostics))
 
         self._pending: _QueuedImage | None = None
         self._wake = threading.Condition()
@@ -138,7 +153,11 @@ class DepthNode(Node):
         self.stats.received()
         stamp = stamp_ns(msg.header)
         previous, self._last_stamp = self._last_stamp, stamp
-        if previous is not None and stamp < previous:
+        if previous is not None and abs(stamp - previous) > CLOCK_JUMP * 1e9:
+            self._log.warning("clock jump", f"image stamp {stamp / 1e9:.9f} s is {(stamp - previous) / 1e9:+.3f} s "
+                                            f"from the previous image's: a clock jump (more than {CLOCK_JUMP} s), "
+                                            "the stamp order restarts here")
+        elif previous is not None and stamp < previous:
             self._reject("image", f"its stamp {stamp / 1e9:.9f} s is earlier than the previous image's "
                                   f"{previous / 1e9:.9f} s (stamps going backwards)")
             return
@@ -199,7 +218,7 @@ class DepthNode(Node):
             value = parameter.value
             if not isinstance(value, str) or not value:
                 return SetParametersResult(successful=False, reason="checkpoint must name a checkpoint file or id")
-            if self._loading is not None and self._loading.is_alive():
+            if (self._loading is not None and self._loading.is_alive()) or self._revert_to is not None:
                 return SetParametersResult(successful=False, reason="a checkpoint is still loading; retry later")
             try:
                 if value not in OFFICIAL_MODELS and not is_transformers_source(value):
@@ -220,15 +239,25 @@ class DepthNode(Node):
         except (ValueError, OSError) as error:  # CheckpointError, a relative model, an unreadable file
             self.stats.checkpoint_rejected()
             self.get_logger().error(f"checkpoint {checkpoint} rejected, keeping {previous}: {error}")
-            self._reverting = True
-            try:
-                self.set_parameters([Parameter("checkpoint", value=previous)])
-            finally:
-                self._reverting = False
+            self._revert_to = previous
+            self._revert.trigger()  # not set_parameters here: it could land before the set naming this checkpoint
             return
         self.pipeline, self.config = pipeline, config  # the worker picks it up at its next frame
         self.stats.model(checkpoint, swapped=True)
         self.get_logger().info(f"model swapped: now running {checkpoint}")
+
+    def _apply_revert(self) -> None:
+        """Executor thread: the ``checkpoint`` parameter back to the running model after a rejected load. The set
+        that named the rejected file was stored before this runs (it ran on this thread), so nothing overwrites
+        the revert."""
+        previous, self._revert_to = self._revert_to, None
+        if previous is None:
+            return
+        self._reverting = True
+        try:
+            self.set_parameters([Parameter("checkpoint", value=previous)])
+        finally:
+            self._reverting = False
 
     def _process(self, frame: _QueuedImage) -> None:
         pipeline = self.pipeline  # one model for the whole frame, even if a swap lands meanwhile

@@ -18,6 +18,7 @@ import yaml
 
 from depth_ros.backends import BACKENDS
 from depth_ros.checkpoints import DEFAULT_MODEL
+from depth_ros.data.images import MAX_IMAGE_PIXELS
 from depth_ros.estimator import PRECISIONS
 from depth_ros.models import ENCODERS
 from depth_ros.ros.conversions import DEPTH_TRANSPORTS
@@ -151,8 +152,8 @@ class NodeConfig(ParameterTable):
         0.1, "s. CameraInfo with another stamp than the image is used when none matches; warn once if further apart. "
         "Reference depth must lie within this of the image's stamp.")
     max_image_pixels: int = _param(
-        4096 * 4096, "px. Largest width x height of an input image (raw, or compressed: read from its header before "
-        "decoding); larger images are dropped. Also bounds reference depth images.")
+        MAX_IMAGE_PIXELS, "px. Largest width x height of an input image (raw, or compressed: read from its header "
+        "before decoding); larger images are dropped. Also bounds reference depth images.")
     use_reference_depth: bool = _param(
         False, "Subscribe reference_depth (32FC1 m or 16UC1 mm, registered to the image) and report AbsRel, RMSE "
         "and delta1 against it in the diagnostics.")

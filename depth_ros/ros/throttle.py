@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
+from collections.abc import Callable
 
 LOG_PERIOD = 5.0  # s between two logs of the same problem
 # The values in a problem's text (finite numbers, quoted names): removed, what is left is the kind of problem logs
@@ -55,3 +57,32 @@ class ThrottledLog:
     def problem(self, what: str, problem: str, warning: bool = False) -> None:
         """Log ``dropping <what>: <problem>``, throttled per kind of problem (:func:`problem_kind`)."""
         (self.warning if warning else self.error)(f"{what}: {problem_kind(problem)}", f"dropping {what}: {problem}")
+
+    def guard(self, what: str, callback: Callable, on_error: Callable | None = None) -> Callable:
+        """``callback`` made safe for the executor: an exception it raises is logged as an error (throttled per
+        ``what`` and exception type) instead of ending the node's spin.
+
+        Args:
+            what: the callback's name in the log (e.g. ``"image callback"``).
+            callback: a subscription, timer, service or set-parameters callback.
+            on_error: called as ``on_error(reason, *args)`` after a failure, its result returned to rclpy (a
+                service's response, a SetParametersResult); None: the callback returns None.
+        """
+
+        @functools.wraps(callback)
+        def guarded(*args):
+            try:
+                return callback(*args)
+            except Exception as error:  # any failure: this message or request only, never the node
+                reason = f"{what} failed: {type(error).__name__}: {error}"
+                self.error(f"{what}: {type(error).__name__}", reason)
+                return None if on_error is None else on_error(reason, *args)
+
+        return guarded
+
+
+def trigger_failed(reason: str, _request, response):
+    """A std_srvs/Trigger ``response`` answering ``success: false`` with ``reason`` (an ``on_error`` of
+    :meth:`ThrottledLog.guard`)."""
+    response.success, response.message = False, reason
+    return response

@@ -5,10 +5,42 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from depth_ros.checkpoints import CheckpointError
 
 EXPECTED_ERRORS = (CheckpointError, ValueError, KeyError, OSError)
+
+log = logging.getLogger(__name__)
+
+
+class Skipped:
+    """The bad items of a batch tool's run (process_bag's frames, infer's images): each is logged as a warning when
+    it is skipped and the run goes on with the others; :meth:`check` then ends the run with one error naming them all
+    (exit status 1 through :func:`run_cli`).
+
+    Args:
+        what: the kind of item, singular (``"frame"``, ``"image"``).
+
+    Attributes:
+        problems: one line per item skipped, naming it and its problem.
+    """
+
+    def __init__(self, what: str):
+        self.what = what
+        self.problems: list[str] = []
+
+    def add(self, problem: str) -> None:
+        """Skip one item: log ``skipping <what>: <problem>`` and remember it."""
+        log.warning("skipping %s: %s", self.what, problem)
+        self.problems.append(problem)
+
+    def check(self, total: int, output: str | Path) -> None:
+        """Raise ValueError ``<n> of <total> <what>s skipped (the others are in <output>): <problems>`` when any item
+        was skipped; else nothing."""
+        if self.problems:
+            raise ValueError(f"{len(self.problems)} of {total} {self.what}s skipped (the others are in {output}): "
+                             + "; ".join(self.problems))
 
 
 def run_cli(name: str, main: Callable[[], int | None]) -> int:

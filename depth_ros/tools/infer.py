@@ -3,8 +3,8 @@
 Writes, per image, ``<stem>_depth.npy`` (HxW float32 metres, NaN-free network output), ``<stem>_depth.png``
 (colourised) and, with ``--ply`` and intrinsics, ``<stem>.ply`` (points in the camera optical frame, coloured).
 Two inputs with the same stem are refused before anything runs (their outputs would overwrite each other). An image
-that cannot be read (or is larger than ``--max-pixels``, read from its header) is reported and skipped; the others
-are processed, and the exit status is then 1 with the count.
+that cannot be used (unreadable, larger than ``--max-pixels`` read from its header, too small for the network) is
+reported and skipped; the others are processed, and the exit status is then 1 naming each skipped image.
 
 Example::
 
@@ -14,7 +14,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import sys
 from pathlib import Path
@@ -24,11 +23,9 @@ from tqdm import tqdm
 
 from depth_ros.backends import BACKENDS
 from depth_ros.checkpoints import DEFAULT_MODEL
-from depth_ros.ros.conversions import decode_image_bytes
-from depth_ros.ros.params import NodeConfig
-from depth_ros.tools.cli import run_cli
-
-log = logging.getLogger(__name__)
+from depth_ros.data.images import MAX_IMAGE_PIXELS, read_image
+from depth_ros.files import atomic_write
+from depth_ros.tools.cli import Skipped, run_cli
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -54,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-focal-correction", action="store_true",
                         help="do not rescale metric depth by fx / training focal length")
     parser.add_argument("--ply", action="store_true", help="also write a coloured .ply cloud (needs --fx)")
-    parser.add_argument("--max-pixels", type=int, default=NodeConfig.defaults()["max_image_pixels"],
+    parser.add_argument("--max-pixels", type=int, default=MAX_IMAGE_PIXELS,
                         help="largest width x height of an input image, read from its header (default: %(default)s, "
                              "depth_node's max_image_pixels)")
     args = parser.parse_args(argv)
@@ -92,16 +89,6 @@ def list_images(inputs: list[Path]) -> list[Path]:
     return images
 
 
-def read_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
-    """HxWx3 uint8 RGB from an image file.
-
-    Raises:
-        OSError: the file cannot be read. ValueError: it cannot be decoded, or is larger than ``max_pixels`` (read
-            from its header before decoding; None: no limit).
-    """
-    return decode_image_bytes(path.read_bytes(), str(path), max_pixels)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
@@ -115,16 +102,19 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, device=args.device, precision=args.precision, input_size=args.input_size,
             focal_correction=not args.no_focal_correction, backend=args.backend, backend_model=args.backend_model)
         args.out.mkdir(parents=True, exist_ok=True)
-        failed = []
+        skipped = Skipped("image")
         for path in tqdm(images, desc="infer", unit="img"):
             try:
-                rgb = read_rgb(path, args.max_pixels)
+                rgb = read_image(path, args.max_pixels)  # its errors name the file
+                try:
+                    depth = estimator.infer(rgb, fx=args.fx)
+                except ValueError as exc:  # e.g. an image smaller than one network patch
+                    raise ValueError(f"{path}: {exc}") from exc
             except (OSError, ValueError) as exc:
-                log.warning("skipping %s", exc)
-                failed.append(path)
+                skipped.add(str(exc))
                 continue
-            depth = estimator.infer(rgb, fx=args.fx)
-            np.save(args.out / f"{path.stem}_depth.npy", depth)
+            with atomic_write(args.out / f"{path.stem}_depth.npy") as tmp:
+                np.save(tmp, depth)
             save_image(args.out / f"{path.stem}_depth.png", colorize_depth(depth))
             if args.ply:
                 height, width = depth.shape
@@ -133,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                     cx=(width - 1) / 2 if args.cx is None else args.cx,
                     cy=(height - 1) / 2 if args.cy is None else args.cy, width=width, height=height)
                 save_ply(args.out / f"{path.stem}.ply", camera.backproject(depth).reshape(-1, 3), rgb.reshape(-1, 3))
-        if failed:
-            raise ValueError(f"{len(failed)} of {len(images)} images could not be read and were skipped: "
-                             f"{', '.join(map(str, failed))}; the others are in {args.out}")
+        skipped.check(len(images), args.out)
 
     return run_cli("infer", run)
 

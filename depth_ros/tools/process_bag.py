@@ -41,7 +41,7 @@ from tqdm import tqdm
 from depth_ros.data.rosbag import IMAGE_TYPES, USE_RECTIFIED, BagReader, default_info_topic
 from depth_ros.frame import Frame, NoCameraError
 from depth_ros.ros.conversions import header_msg, stamp_ns
-from depth_ros.tools.cli import run_cli
+from depth_ros.tools.cli import Skipped, run_cli
 
 if TYPE_CHECKING:
     from depth_ros.geometry.camera import PinholeCamera
@@ -146,12 +146,12 @@ class ProcessSummary:
     Attributes:
         frames: frames processed (written).
         messages: output topic -> messages written.
-        skipped: one ``<topic> at <stamp> s: <problem>`` line per frame skipped.
+        skipped: the frames skipped, one ``<bag>: <topic> at <stamp> s: <problem>`` line each.
     """
 
     frames: int
     messages: dict[str, int]
-    skipped: list[str]
+    skipped: Skipped
 
 
 def output_topic(namespace: str, name: str) -> str:
@@ -238,7 +238,7 @@ def _write_outputs(bag: BagCameraReader, writer, topics: dict[str, str], pipelin
                for name, msgtype in OUTPUT_TOPICS.items()}
     copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag.ros2_typestore)
               for c in bag.reader.connections} if copy_input else {}
-    summary = ProcessSummary(0, dict.fromkeys(topics.values(), 0), [])
+    summary = ProcessSummary(0, dict.fromkeys(topics.values(), 0), Skipped("frame"))
     image_ids = {c.id for c in bag.image_connections}
     with tqdm(total=bag.frame_count, desc="process_bag", unit="frame", disable=not progress) as bar:
         for connection, time_ns, raw in bag.messages(all_topics=copy_input):
@@ -252,8 +252,7 @@ def _write_outputs(bag: BagCameraReader, writer, topics: dict[str, str], pipelin
             except ValueError as exc:
                 if strict:
                     raise
-                log.warning("skipping frame: %s", exc)
-                summary.skipped.append(str(exc))
+                summary.skipped.add(str(exc))
                 continue
             for name, msg in messages.items():
                 writer.write(outputs[name], time_ns, serialize_message(msg))
@@ -311,10 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                               strict=args.strict)
         written = ", ".join(f"{topic} {count}" for topic, count in summary.messages.items())
         log.info("%s: %d frames processed; messages: %s", args.output, summary.frames, written)
-        if summary.skipped:
-            total = summary.frames + len(summary.skipped)
-            raise ValueError(f"{len(summary.skipped)} of {total} frames skipped (the others are in {args.output}): "
-                             + "; ".join(summary.skipped))
+        summary.skipped.check(summary.frames + len(summary.skipped.problems), args.output)
 
     return run_cli("process_bag", run)
 
