@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -19,6 +20,10 @@ from depth_ros.checkpoints import (
     save_checkpoint,
 )
 from depth_ros.estimator import DepthEstimator
+from depth_ros.learning import engine
+from depth_ros.learning.config import ConfigError, TrainConfig, config_from_dict
+from depth_ros.learning.objectives import supervised_loss
+from depth_ros.learning.trainable import build_optimizer, build_training_model, prepare_trainable
 from depth_ros.models import create_model
 from depth_ros.published_depth import depth_factor, network_fx
 from depth_ros.testing import random_checkpoint
@@ -92,3 +97,78 @@ def test_checkpoint_round_trip_keeps_the_flag(tmp_path):
     with safe_open(str(path), framework="pt") as f:
         assert json.loads(f.metadata()[METADATA_KEY])["uncertainty"] is True
     assert build_model(path)[1] == metadata
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training the sigma head
+
+
+def _sigma_config(checkpoint, out, data="unused", **optim) -> TrainConfig:
+    return config_from_dict({
+        "model": {"architecture": "packnet", "encoder": "tiny", "max_depth": 5.0, "init": "checkpoint",
+                  "checkpoint": str(checkpoint), "uncertainty": True},
+        "data": {"path": str(data), "depth_scale": 1000, "input_size": 64, "min_depth": 0.1,
+                 "split": {"train_frames": "0:6", "val_frames": "70:72"}},
+        "optim": {"trainable": "uncertainty", "epochs": 2, "batch_size": 2, "lr": 1e-2, "weight_decay": 0.0,
+                  **optim},
+        "run": {"output_dir": str(out), "val_every_epochs": 1},
+    })
+
+
+def test_frozen_backbone_training_lowers_the_nll_and_changes_only_the_sigma_head(tmp_path):
+    source = random_checkpoint(tmp_path / "plain.safetensors", "tiny", 64, architecture="packnet", max_depth=5.0)
+    cfg = _sigma_config(source, tmp_path / "run")
+    torch.manual_seed(0)
+    model = build_training_model(cfg.model)
+    plain, _ = build_model(source)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())  # depth weights loaded strictly
+    model, groups = prepare_trainable(model, cfg.optim)
+    optimizer = build_optimizer(groups, cfg.optim)
+    image = torch.rand(2, 3, 64, 64) * 0.5
+    image[..., 32:] += 0.5  # a brighter right half, where
+    with torch.no_grad():
+        predicted = plain.eval()(image)
+    # the labels are off by 30 % (2 % on the left): sigma has something to see and learn
+    error = torch.where(torch.arange(64) < 32, 0.02, 0.3).expand(2, 64, 64)
+    batch = {"image": image, "depth": predicted * (1 + error)}
+    model.train()
+    nlls = []
+    for _ in range(30):
+        loss, stats = supervised_loss(model, batch, cfg)
+        loss.backward()
+        assert all(p.grad is None for name, p in model.named_parameters() if not name.startswith("sigma_head."))
+        optimizer.step()
+        optimizer.zero_grad()
+        nlls.append(stats["nll"])
+    assert nlls[-1] < nlls[0] - 0.5
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all(k.startswith("sigma_head.") for k in changed)
+    with torch.no_grad():
+        depth, log_sigma = model.eval()(image, with_sigma=True)
+    torch.testing.assert_close(depth, predicted, rtol=0, atol=0)  # depth untouched
+    sigma = log_sigma.exp()
+    assert sigma[..., 32:].mean() > 3 * sigma[..., :32].mean()  # more sigma where the error is larger
+
+
+def test_sigma_training_needs_a_sigma_head(tmp_path):
+    with pytest.raises(ConfigError, match="model.uncertainty"):
+        config_from_dict({"model": {"architecture": "packnet", "encoder": "tiny"}, "data": {"path": "x",
+                          "input_size": 64}, "optim": {"trainable": "uncertainty"}, "run": {"output_dir": "x"}})
+    with pytest.raises(ConfigError, match="uncertainty_loss"):
+        config_from_dict({"model": {"uncertainty": True, "uncertainty_loss": "cauchy"}, "data": {"path": "x"},
+                          "run": {"output_dir": "x"}})
+
+
+def test_a_run_on_real_frames_saves_a_checkpoint_with_the_trained_sigma_head(shared_data, tmp_path):
+    source = random_checkpoint(tmp_path / "plain.safetensors", "tiny", 64, architecture="packnet", max_depth=5.0)
+    cfg = _sigma_config(source, tmp_path / "run", shared_data / "7scenes_redkitchen")
+    summary = engine.train(cfg)
+    best = tmp_path / "run" / "best.pth"
+    model, metadata = build_model(best)
+    assert metadata.uncertainty and summary["best"]["step"] == summary["step"]  # ties go to the newest weights
+    plain, _ = build_model(source)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in plain.state_dict().items())
+    fresh = create_model(metadata).state_dict()
+    assert not torch.equal(state["sigma_head.2.bias"], fresh["sigma_head.2.bias"])
