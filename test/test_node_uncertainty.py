@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from test_uncertainty import varied_sigma_checkpoint
 
 from depth_ros.estimator import DepthEstimator
 from depth_ros.geometry.camera import PinholeCamera
@@ -14,7 +15,6 @@ from depth_ros.pipeline import DepthPipeline
 from depth_ros.ros.conversions import cloud_msg_to_array, depth_image_to_array, image_to_rgb, stamp_ns
 from depth_ros.ros.params import NodeConfig
 from depth_ros.testing import DISCOVERY_SETTLE, NodeHarness, random_checkpoint
-from test_uncertainty import varied_sigma_checkpoint
 
 BAG = "7scenes_redkitchen_20f_bag"
 PARAMS = {"max_image_pixels": 640 * 480, "diagnostics_period": 0.5}
