@@ -335,3 +335,23 @@ def test_gating_metrics_and_the_evaluation_summary():
     result = evaluation.result()
     assert result["gating"] == [{"max_relative_sigma": 0.05, **gated}]
     assert result["relative_sigma_quantiles"]["p50"] == pytest.approx(np.median(sigma[v] / p[v]), rel=0.05)
+
+
+def test_an_onnx_backend_runs_depth_only_and_says_so(tmp_path, caplog):
+    pytest.importorskip("onnxruntime")
+    from depth_ros.backends import export_onnx
+
+    path = varied_sigma_checkpoint(tmp_path / "sigma.safetensors")
+    reference = DepthEstimator.from_checkpoint(path, device="cpu")
+    torch_depth = reference.infer(RGB)
+    export_onnx(reference.model, reference.metadata, tmp_path / "sigma.onnx", None)
+    with caplog.at_level("WARNING", logger="depth_ros.estimator"):
+        estimator = DepthEstimator.from_checkpoint(path, device="cpu", backend="onnxruntime",
+                                                   backend_model=tmp_path / "sigma.onnx")
+    assert estimator.backend is not None and not estimator.has_uncertainty
+    assert "runs the depth output only" in caplog.text
+    np.testing.assert_allclose(estimator.infer(RGB), torch_depth, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="run by this backend"):
+        estimator.infer_with_sigma(RGB)
+    pipeline = DepthPipeline(estimator, min_depth=0.1, max_depth=5.0, max_relative_sigma=0.1)
+    assert not pipeline.gating and pipeline.run(RGB96, CAMERA, want_uncertainty=True).uncertainty is None
