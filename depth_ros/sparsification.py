@@ -204,7 +204,13 @@ class UncertaintyEvaluation:
         samples = np.concatenate(self.samples)
         summary["relative_sigma_quantiles"] = {f"p{round(q * 100)}": float(np.nanquantile(samples, q))
                                                for q in QUANTILES}
-        summary["gating"] = [{"max_relative_sigma": t, **{k: float(np.nanmean([m[k] for m in rows]))
+        summary["gating"] = [{"max_relative_sigma": t, **{k: _mean_of_finite([m[k] for m in rows])
                                                           for k in ("kept", "abs_rel_all", "abs_rel_kept")}}
                              for t, rows in self.gating.items()]
         return summary
+
+
+def _mean_of_finite(values: list[float]) -> float:
+    """Mean of the finite values (frames where the gate kept nothing have no AbsRel), NaN when there is none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")

@@ -155,7 +155,7 @@ def load_training_state(accelerator, state_dir: Path) -> Progress:
 
 
 CSV_FIELDS = ["step", "epoch", "time_s", "train_loss", "grad_norm", "lr", "skipped", "photometric", "smoothness",
-              "kept", "silog"] + [f"val_{m}" for m in METRIC_NAMES]
+              "kept", "silog", "nll"] + [f"val_{m}" for m in METRIC_NAMES]
 
 
 class CsvLog:
