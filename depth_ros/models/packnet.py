@@ -202,8 +202,9 @@ class PackNet(nn.Module):
         variant: a key of :data:`PACKNET_CONFIGS` (``tiny`` or ``slim``).
         max_depth: upper bound of the output in metres; depth is ``sigmoid(x) * max_depth``.
         uncertainty: add ``sigma_head`` (depth_ros, not in the reference): a log-sigma branch
-            (:func:`depth_ros.models.dpt.sigma_branch`, 16 hidden channels) on the finest decoder features plus the
-            (detached) finest depth map, at full resolution only; its keys (``sigma_head.*``) exist only when on.
+            (:func:`depth_ros.models.dpt.sigma_branch`, 32 hidden channels) at 1/4 resolution, for context: it reads
+            the decoder features of the 1/4 and (upsampled) 1/8 levels plus the (detached) 1/4 depth map; its output
+            is upsampled bilinearly to full resolution. Its keys (``sigma_head.*``) exist only when on.
 
     Raises:
         ValueError: unknown variant or max_depth not a positive finite number.
@@ -241,7 +242,7 @@ class PackNet(nn.Module):
             if isinstance(module, nn.Conv2d | nn.Conv3d):  # reference initialisation
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-        self.sigma_head = sigma_branch(widths[0], hidden=16) if uncertainty else None
+        self.sigma_head = sigma_branch(widths[2] + widths[3], hidden=32) if uncertainty else None
 
     def forward(self, x: torch.Tensor, with_sigma: bool = False):
         """Predict depth (and, with ``with_sigma``, its uncertainty).
@@ -272,17 +273,21 @@ class PackNet(nn.Module):
             if i < 4:
                 features = self.stages[i](skips[-1])
         features = skips.pop()  # 1/32 resolution
-        outputs = []  # sigmoid maps, coarsest first
+        outputs, decoded = [], {}  # sigmoid maps, coarsest first; decoder features by level
         for level, unpack, iconv in zip(range(4, -1, -1), self.unpacks, self.iconvs, strict=True):
             skip = skips[level]
             joined = [unpack(features, skip.shape[-2:]), skip]
             if outputs:
                 joined.append(F.interpolate(outputs[-1], size=skip.shape[-2:], mode="nearest"))
-            features = iconv(torch.cat(joined, 1))
+            features = decoded[level] = iconv(torch.cat(joined, 1))
             if level <= 3:
                 outputs.append(torch.sigmoid(self.heads[3 - level](features)))
         depths = [out * self.max_depth for out in reversed(outputs)]
         depth = depths if self.training else depths[0][:, 0]
         if not with_sigma:
             return depth
-        return depth, self.sigma_head(torch.cat([features, outputs[-1].detach()], 1))[:, 0]
+        quarter = decoded[2].shape[-2:]
+        context = torch.cat([decoded[2], F.interpolate(decoded[3], size=quarter, mode="bilinear", align_corners=False),
+                             outputs[1].detach()], 1)
+        log_sigma = F.interpolate(self.sigma_head(context), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return depth, log_sigma[:, 0]
