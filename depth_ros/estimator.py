@@ -109,7 +109,7 @@ class DepthEstimator:
     Uncertainty: with a checkpoint that has a sigma head (``metadata.uncertainty``), :meth:`infer_with_sigma` also
     returns sigma in metres, converted like depth (:func:`depth_ros.published_depth.network_sigma` times the same
     factor). Only the torch backend runs the sigma head: the ONNX export carries depth alone, so with another backend
-    :attr:`has_uncertainty` is False (logged once at construction).
+    :attr:`has_uncertainty` is False (logged at construction, info level).
     """
 
     CHECK_IMAGE_SIZE = (480, 640)  # (H, W) whose network shape the self-check runs at construction
@@ -138,8 +138,8 @@ class DepthEstimator:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         if backend != "torch":
             self._start_backend(backend, backend_model)
-            if metadata.uncertainty and self.backend is not None:
-                log.warning("backend %s runs the depth output only: the checkpoint's sigma head is not used (no "
+            if metadata.uncertainty and self.backend is not None:  # depth_node warns if sigma is wanted
+                log.info("backend %s runs the depth output only: the checkpoint's sigma head is not used (no "
                             "uncertainty; use backend torch for it)", backend)
 
     def _start_backend(self, name: str, onnx_path: str | os.PathLike | None) -> None:

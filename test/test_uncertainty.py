@@ -2,6 +2,7 @@
 sparsification metrics and sigma gating of the pipeline."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -91,11 +92,30 @@ def test_old_checkpoint_without_the_field_loads_without_sigma_and_strictly(tmp_p
         build_model(tmp_path / "mixed.safetensors")
 
 
-def test_bundled_model_loads_strictly():
-    model, metadata = build_model(BUNDLED_MODEL)
-    state, _ = load_checkpoint(BUNDLED_MODELS[BUNDLED_MODEL])
-    assert set(model.state_dict()) == set(state)
-    assert (model.sigma_head is not None) == metadata.uncertainty
+# sha256 over the names and bytes of the bundled model's depth weights (every tensor but sigma_head.*), as shipped
+# before the sigma head was added: adding it must not change a single depth weight
+BUNDLED_DEPTH_DIGEST = "d6430f23c5c7ba3e39895321115cd6be678aee3a70123fcbdfcfcb016d61b948"
+
+
+def test_bundled_model_has_a_sigma_head_and_its_depth_is_unchanged():
+    import hashlib
+
+    state, metadata = load_checkpoint(BUNDLED_MODELS[BUNDLED_MODEL])
+    depth_state = {k: v for k, v in state.items() if not k.startswith("sigma_head.")}
+    digest = hashlib.sha256()
+    for name in sorted(depth_state):
+        digest.update(name.encode())
+        digest.update(depth_state[name].contiguous().numpy().tobytes())
+    assert metadata.uncertainty and digest.hexdigest() == BUNDLED_DEPTH_DIGEST
+    estimator = DepthEstimator.from_checkpoint(BUNDLED_MODEL, device="cpu")
+    plain = replace(metadata, uncertainty=False)
+    without_head = create_model(plain)
+    without_head.load_state_dict(depth_state, strict=True)
+    image = np.random.default_rng(2).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    depth, sigma = estimator.infer_with_sigma(image, fx=585.0)
+    np.testing.assert_array_equal(depth, DepthEstimator(without_head, plain, device="cpu").infer(image, fx=585.0))
+    np.testing.assert_array_equal(depth, estimator.infer(image, fx=585.0))
+    assert np.isfinite(sigma).all() and (sigma > 0).all() and 0.02 < np.median(sigma / depth) < 0.5
 
 
 def test_uncertainty_needs_a_metric_head():
@@ -345,7 +365,7 @@ def test_an_onnx_backend_runs_depth_only_and_says_so(tmp_path, caplog):
     reference = DepthEstimator.from_checkpoint(path, device="cpu")
     torch_depth = reference.infer(RGB)
     export_onnx(reference.model, reference.metadata, tmp_path / "sigma.onnx", None)
-    with caplog.at_level("WARNING", logger="depth_ros.estimator"):
+    with caplog.at_level("INFO", logger="depth_ros.estimator"):
         estimator = DepthEstimator.from_checkpoint(path, device="cpu", backend="onnxruntime",
                                                    backend_model=tmp_path / "sigma.onnx")
     assert estimator.backend is not None and not estimator.has_uncertainty
