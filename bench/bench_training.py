@@ -59,7 +59,7 @@ def _losses(cfg) -> dict:
     """Batch -> loss functions of the two trainers (the objectives' own code, without a dataset behind them)."""
     height, width = network_size(480, 640, cfg.data.input_size)
     camera = PinholeCamera(585, 585, 320, 240, 640, 480).resized(width, height)
-    return {"silog": lambda model, batch, cl: supervised_loss(model, batch, cfg, cl),
+    return {"silog": lambda model, batch, cl: supervised_loss(model, batch, cfg, cl)[0],
             "photometric": lambda model, batch, cl: photometric_loss(model, batch, camera, SelfSupervisedConfig(),
                                                                       channels_last=cl)[0]}
 

@@ -76,10 +76,13 @@ class CheckpointMetadata:
         scale: learnt global depth factor (``trainable: scale``, the online adaptation) applied to the network's
             output; files written before this field existed have 1. The head's range stays ``max_depth``; published
             depth is :func:`depth_ros.published_depth.depth_factor` times the network output.
+        uncertainty: the network has a sigma head (``forward(x, with_sigma=True)``: log sigma of the depth in
+            metres; published sigma is the same factor times exp(log sigma)); metric models only. Files written
+            before this field existed have False, and their keys are unchanged.
 
     Raises:
-        ValueError: unknown architecture, encoder or head, max_depth <= 0, a scale that is not finite and > 0, or an
-            input size that breaks the architecture's size rule.
+        ValueError: unknown architecture, encoder or head, max_depth <= 0, a scale that is not finite and > 0, an
+            input size that breaks the architecture's size rule, or uncertainty with a relative head.
     """
 
     encoder: str
@@ -89,6 +92,7 @@ class CheckpointMetadata:
     train_focal_px: float | None = None
     architecture: str = DEFAULT_ARCHITECTURE
     scale: float = 1.0
+    uncertainty: bool = False
 
     def __post_init__(self):
         preprocessing = get_architecture(self.architecture, self.encoder, self.head).preprocessing
@@ -96,6 +100,9 @@ class CheckpointMetadata:
             raise ValueError(f"max_depth must be > 0 m, got {self.max_depth}")
         if not (math.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"scale must be a finite factor > 0, got {self.scale}")
+        if not isinstance(self.uncertainty, bool) or (self.uncertainty and self.head != "metric"):
+            raise ValueError(f"uncertainty must be true or false, and true only for a metric head, got "
+                             f"{self.uncertainty!r} for head {self.head!r}")
         if self.input_size is None:
             object.__setattr__(self, "input_size", preprocessing.input_size)
         preprocessing.network_size(self.input_size, self.input_size, self.input_size)  # validates the size
@@ -338,8 +345,8 @@ def build_model(path_or_id: str | os.PathLike, encoder: str | None = None,
                               f"{metadata.head} model: "
                               + "; ".join(parts))
     model.load_state_dict(state, strict=True)
-    log.info("loaded %s (%s %s, %s head, max_depth %.1f m)", path, metadata.architecture, metadata.encoder,
-             metadata.head, metadata.max_depth)
+    log.info("loaded %s (%s %s, %s head, max_depth %.1f m%s)", path, metadata.architecture, metadata.encoder,
+             metadata.head, metadata.max_depth, ", sigma head" if metadata.uncertainty else "")
     return model, metadata
 
 

@@ -36,7 +36,7 @@ from depth_ros.checkpoints import (
     is_transformers_source,
 )
 from depth_ros.models import Preprocessing
-from depth_ros.published_depth import depth_factor, network_fx
+from depth_ros.published_depth import depth_factor, network_fx, network_sigma
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,11 @@ class DepthEstimator:
     :func:`~depth_ros.backends.check_image` at that shape and torch fp32 does too; when the depth differs by more
     than :data:`~depth_ros.backends.TOLERANCES` [precision] (max relative difference) it raises
     :class:`~depth_ros.backends.BackendError`, or with ``backend_fallback`` logs the error and goes on with torch.
+
+    Uncertainty: with a checkpoint that has a sigma head (``metadata.uncertainty``), :meth:`infer_with_sigma` also
+    returns sigma in metres, converted like depth (:func:`depth_ros.published_depth.network_sigma` times the same
+    factor). Only the torch backend runs the sigma head: the ONNX export carries depth alone, so with another backend
+    :attr:`has_uncertainty` is False (logged at construction, info level).
     """
 
     CHECK_IMAGE_SIZE = (480, 640)  # (H, W) whose network shape the self-check runs at construction
@@ -133,6 +138,9 @@ class DepthEstimator:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         if backend != "torch":
             self._start_backend(backend, backend_model)
+            if metadata.uncertainty and self.backend is not None:  # depth_node warns if sigma is wanted
+                log.info("backend %s runs the depth output only: the checkpoint's sigma head is not used (no "
+                            "uncertainty; use backend torch for it)", backend)
 
     def _start_backend(self, name: str, onnx_path: str | os.PathLike | None) -> None:
         try:
@@ -204,6 +212,11 @@ class DepthEstimator:
                    backend_fallback=backend_fallback)
 
     @property
+    def has_uncertainty(self) -> bool:
+        """True when :meth:`infer_with_sigma` can give sigma: a sigma head, run by the torch backend."""
+        return self.metadata.uncertainty and self.backend is None
+
+    @property
     def is_metric(self) -> bool:
         """True when the output is metric depth in metres (else relative inverse depth)."""
         return self.metadata.head == "metric"
@@ -235,12 +248,23 @@ class DepthEstimator:
         return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
 
     @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward(self, batch: torch.Tensor, with_sigma: bool = False):
         """Raw network output: (B,3,h,w) normalised input -> (B,h,w) float32 (metres or relative).
+
+        With ``with_sigma`` (needs :attr:`has_uncertainty`): the pair (that depth, (B,h,w) float32 sigma in the
+        network's units, :func:`~depth_ros.published_depth.network_sigma`).
 
         Raises:
             BackendError: a new input shape fails the backend's self-check (without ``backend_fallback``).
+            ValueError: ``with_sigma`` without :attr:`has_uncertainty`.
         """
+        if with_sigma:
+            if not self.has_uncertainty:
+                raise ValueError("no uncertainty: the checkpoint has no sigma head"
+                                 + ("" if not self.metadata.uncertainty else " run by this backend (use torch)"))
+            with self._autocast():
+                depth, log_sigma = self._forward_module(batch, with_sigma=True)
+            return depth.float(), network_sigma(log_sigma.float())
         if self.backend is not None:
             try:
                 return self.backend(batch)
@@ -282,6 +306,23 @@ class DepthEstimator:
         """
         raw = self.forward(self.preprocess(rgb))
         return self.postprocess(raw, rgb.shape[:2], fx)
+
+    def infer_with_sigma(self, rgb: np.ndarray, fx: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Depth and its uncertainty for one image (needs :attr:`has_uncertainty`).
+
+        Args:
+            rgb: HxWx3 uint8 RGB image.
+            fx: horizontal focal length in pixels at this image's resolution, for focal correction (optional).
+
+        Returns:
+            (depth, sigma): HxW float32 metres each; sigma is the predicted standard deviation of the depth, scaled
+            and upsampled exactly as the depth (:meth:`postprocess`).
+
+        Raises:
+            ValueError: malformed image or focal length, or no sigma head.
+        """
+        depth, sigma = self.forward(self.preprocess(rgb), with_sigma=True)
+        return self.postprocess(depth, rgb.shape[:2], fx), self.postprocess(sigma, rgb.shape[:2], fx)
 
     def infer_batch(self, images: Sequence[np.ndarray],
                     fx: float | Sequence[float | None] | None = None) -> list[np.ndarray]:

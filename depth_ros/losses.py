@@ -1,9 +1,12 @@
-"""Training losses for metric depth: supervised SiLog and the self-supervised photometric objective.
+"""Training losses for metric depth: supervised SiLog, the negative log-likelihood of a sigma head, and the
+self-supervised photometric objective.
 
 The scale-invariant logarithmic loss (SiLog) is the one Depth Anything V2 uses to fine-tune its metric models
 (Eigen et al., "Depth Map Prediction from a Single Image using a Multi-Scale Deep Network", NeurIPS 2014, eq. 4;
 the ``lambda = 0.5`` variant of the official ``metric_depth/util/loss.py``).
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +40,47 @@ def silog_loss(
         )
     d = torch.log(target[valid].float()) - torch.log(pred[valid].float())
     return torch.sqrt((d**2).mean() - lam * d.mean() ** 2)
+
+
+NLL_KINDS = ("gaussian", "laplacian")
+
+
+def depth_nll_loss(pred: torch.Tensor, log_sigma: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                   kind: str = "gaussian") -> torch.Tensor:
+    """Negative log-likelihood of the ground truth under the predicted per-pixel depth distribution, constants
+    dropped (Kendall and Gal, "What Uncertainties Do We Need in Bayesian Deep Learning for Computer Vision?",
+    NeurIPS 2017; Landgraf et al. 2025 fine-tune Depth Anything V2 with the Gaussian one).
+
+    ``gaussian``: ``0.5 * (r / sigma)^2 + log sigma``; ``laplacian``: ``|r| / b + log b`` with the Laplace scale
+    ``b = sigma / sqrt(2)``, ``r = target - pred``; in both, sigma is the standard deviation in metres (what
+    ``depth/uncertainty`` publishes), the Laplace one being more robust to outliers. log sigma is clamped to
+    :data:`depth_ros.published_depth.LOG_SIGMA_MIN` .. ``LOG_SIGMA_MAX`` as at inference.
+
+    Args:
+        pred: predicted depth in metres, any shape (e.g. (B, H, W)); pass it detached to train sigma alone.
+        log_sigma: natural log of the predicted sigma in metres, same shape.
+        target: ground-truth depth in metres, same shape.
+        valid: bool, same shape: the pixels that count (mean over all of them in the batch).
+        kind: one of :data:`NLL_KINDS`.
+
+    Returns:
+        0-dim float32 tensor (NaN when no pixel is valid).
+
+    Raises:
+        ValueError: shapes differ or an unknown ``kind``.
+    """
+    from depth_ros.published_depth import LOG_SIGMA_MAX, LOG_SIGMA_MIN
+
+    if kind not in NLL_KINDS:
+        raise ValueError(f"unknown NLL kind {kind!r}; expected one of {', '.join(NLL_KINDS)}")
+    if not pred.shape == log_sigma.shape == target.shape == valid.shape:
+        raise ValueError(f"depth_nll_loss: shapes differ: pred {tuple(pred.shape)}, log_sigma "
+                         f"{tuple(log_sigma.shape)}, target {tuple(target.shape)}, valid {tuple(valid.shape)}")
+    s = log_sigma[valid].float().clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+    r = target[valid].float() - pred[valid].float()
+    if kind == "gaussian":
+        return (0.5 * r.square() * torch.exp(-2 * s) + s).mean()
+    return (math.sqrt(2.0) * r.abs() * torch.exp(-s) + s).mean()
 
 
 # ----------------------------------------------------------------------------------------------------------------

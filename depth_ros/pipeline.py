@@ -7,6 +7,10 @@ of its own so that callers can time it (:meth:`DepthPipeline.run` records those 
     correction, NaN outside [min_depth, max_depth]) -> cloud (back-projection, layout) -> grid (points moved into
     the grid frame, ray casting)
 
+Uncertainty (checkpoints with a sigma head): inference also yields sigma, postprocess converts it like depth
+(``PipelineOutput.uncertainty``), and with ``max_relative_sigma`` the cloud and the grid only see the pixels that
+:func:`sigma_gate` keeps.
+
 Frames and units: depth in metres along the optical axis (REP 118); points in the camera optical frame (REP 103);
 the grid in the frame that ``camera_to_grid`` maps into (z up, REP 105).
 """
@@ -70,6 +74,8 @@ class PipelineOutput:
         depth: (h, w) float32 metres at the output size, NaN outside [min_depth, max_depth] (what is published).
         prediction: the same depth before the validity range is applied (for accuracy metrics).
         camera: intrinsics of ``depth`` (the input camera scaled to the output size), None without a camera.
+        uncertainty: (h, w) float32 sigma of ``depth`` in metres, NaN where depth is; None when not computed (not
+            requested and no gating, or a model without a sigma head).
         cloud: structured point array (:mod:`depth_ros.geometry.pointcloud` layout), optical frame.
         grid: (rows, cols) int8 occupancy grid (100 occupied, 0 free, -1 unknown), rows along grid-frame +y.
         timings: seconds per stage run: preprocess, inference, postprocess, cloud, grid.
@@ -78,6 +84,7 @@ class PipelineOutput:
     depth: np.ndarray
     prediction: np.ndarray
     camera: PinholeCamera | None = None
+    uncertainty: np.ndarray | None = None
     cloud: np.ndarray | None = None
     grid: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -92,19 +99,27 @@ class DepthPipeline:
         output_scale: output size / input size in (0, 1]; the network output is upsampled straight to it.
         cloud: point cloud layout.
         grid: occupancy grid options; None: :meth:`run` makes no grid.
+        max_relative_sigma: > 0: the cloud and the grid use only the pixels :func:`sigma_gate` keeps at this
+            threshold (when the estimator :attr:`~DepthEstimator.has_uncertainty`; :attr:`gating` says whether it
+            does); 0: off.
 
     Raises:
-        ValueError: a relative (non-metric) estimator, an empty depth range or an output scale outside (0, 1].
+        ValueError: a relative (non-metric) estimator, an empty depth range, an output scale outside (0, 1] or a
+            negative max_relative_sigma.
     """
 
     def __init__(self, estimator: DepthEstimator, *, min_depth: float = 0.1, max_depth: float = 20.0,
-                 output_scale: float = 1.0, cloud: CloudOptions | None = None, grid: GridOptions | None = None):
+                 output_scale: float = 1.0, cloud: CloudOptions | None = None, grid: GridOptions | None = None,
+                 max_relative_sigma: float = 0.0):
         if not estimator.is_metric:
             raise ValueError("the checkpoint has a relative (inverse-depth) head; metric depth needs a metric model")
         if not 0 <= min_depth < max_depth:
             raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth} and {max_depth}")
         if not 0 < output_scale <= 1:
             raise ValueError(f"output_scale must be in (0, 1], got {output_scale}")
+        if not max_relative_sigma >= 0:
+            raise ValueError(f"max_relative_sigma must be >= 0 (0: off), got {max_relative_sigma}")
+        self.max_relative_sigma = max_relative_sigma
         self.estimator = estimator
         self.min_depth = min_depth
         self.max_depth = max_depth
@@ -148,7 +163,13 @@ class DepthPipeline:
                 organised=config.cloud_organized, stride=config.cloud_stride, colored=config.colored,
                 max_range=config.cloud_max_range or None, voxel_size=config.voxel_size or None),
             grid=GridOptions(spec, config.min_obstacle_height, config.max_obstacle_height, config.grid_max_range),
+            max_relative_sigma=config.max_relative_sigma,
         )
+
+    @property
+    def gating(self) -> bool:
+        """True when the cloud and grid are sigma-gated: ``max_relative_sigma`` > 0 and the model gives sigma."""
+        return self.max_relative_sigma > 0 and self.estimator.has_uncertainty
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """Output ``(height, width)`` in pixels for an input image of that size (rounded, at least 1)."""
@@ -159,9 +180,10 @@ class DepthPipeline:
         """HxWx3 uint8 RGB -> network input tensor (see :meth:`DepthEstimator.preprocess`; ValueError if bad)."""
         return self.estimator.preprocess(rgb)
 
-    def infer(self, tensor):
-        """Network input -> raw (1, h, w) metric output tensor."""
-        return self.estimator.forward(tensor)
+    def infer(self, tensor, with_sigma: bool = False):
+        """Network input -> raw (1, h, w) metric output tensor; with ``with_sigma`` the pair (raw depth, raw sigma)
+        (:meth:`DepthEstimator.forward`)."""
+        return self.estimator.forward(tensor, with_sigma=with_sigma)
 
     def postprocess(self, raw, image_size: tuple[int, int], camera: PinholeCamera | None = None):
         """Raw network output -> depth at the output size.
@@ -185,6 +207,18 @@ class DepthPipeline:
             out_camera = camera if (height, width) == tuple(image_size) else camera.resized(width, height)
         prediction = self.estimator.postprocess(raw, (height, width), None if out_camera is None else out_camera.fx)
         return _nan_outside(prediction, self.min_depth, self.max_depth), prediction, out_camera
+
+    def postprocess_sigma(self, raw_sigma, depth: np.ndarray, camera: PinholeCamera | None) -> np.ndarray:
+        """Raw (1, h', w') network sigma -> (h, w) float32 sigma in metres at ``depth``'s size, scaled and upsampled
+        exactly as depth (same factor, :mod:`depth_ros.published_depth`), NaN where ``depth`` is NaN.
+
+        Args:
+            raw_sigma: from :meth:`infer` with ``with_sigma``.
+            depth: this frame's depth from :meth:`postprocess`.
+            camera: the output camera from :meth:`postprocess` (its fx gives the focal factor), or None.
+        """
+        sigma = self.estimator.postprocess(raw_sigma, depth.shape, None if camera is None else camera.fx)
+        return np.where(np.isnan(depth), np.float32(math.nan), sigma)
 
     def points(self, depth: np.ndarray, camera: PinholeCamera) -> np.ndarray:
         """(h, w, 3) float32 points in the optical frame (NaN where depth is NaN); ``camera`` of the depth's size."""
@@ -224,7 +258,7 @@ class DepthPipeline:
 
     # --- all stages -------------------------------------------------------------------------------------------
     def run(self, rgb: np.ndarray, camera: PinholeCamera | None = None, camera_to_grid: np.ndarray | None = None,
-            *, want_cloud: bool = True, want_grid: bool = True) -> PipelineOutput:
+            *, want_cloud: bool = True, want_grid: bool = True, want_uncertainty: bool = False) -> PipelineOutput:
         """Run the stages on one image, timing each.
 
         Args:
@@ -234,10 +268,13 @@ class DepthPipeline:
             camera_to_grid: 4x4 ``T_grid_camera``; None: no grid.
             want_cloud: make the cloud when it can be made (False e.g. while nobody subscribes).
             want_grid: likewise for the grid.
+            want_uncertainty: fill ``uncertainty`` (when the model has a sigma head; it is also computed, and then
+                returned, whenever :attr:`gating` needs it for the cloud or grid).
 
         Returns:
             :class:`PipelineOutput`; ``timings`` has preprocess, inference, postprocess and, when made, cloud
-            (back-projection + layout) and grid (back-projection if not done for the cloud + ray casting).
+            (back-projection + layout) and grid (back-projection if not done for the cloud + ray casting). With
+            :attr:`gating`, the cloud and the grid are made from :func:`sigma_gate` of the depth.
 
         Raises:
             ValueError: a malformed image (not HxWx3 uint8, smaller than 14 px) or a camera of another size.
@@ -246,13 +283,18 @@ class DepthPipeline:
         start = time.perf_counter()
         tensor = self.preprocess(rgb)
         timings["preprocess"], start = _lap(start)
-        raw = self.infer(tensor)
+        geometry = camera is not None and (want_cloud or (want_grid and camera_to_grid is not None))
+        with_sigma = self.estimator.has_uncertainty and (want_uncertainty or (self.gating and geometry))
+        raw, raw_sigma = self.infer(tensor, with_sigma) if with_sigma else (self.infer(tensor), None)
         timings["inference"], start = _lap(start)
         depth, prediction, out_camera = self.postprocess(raw, rgb.shape[:2], camera)
+        sigma = None if raw_sigma is None else self.postprocess_sigma(raw_sigma, depth, out_camera)
         timings["postprocess"], start = _lap(start)
-        output = PipelineOutput(depth, prediction, out_camera, timings=timings)
+        output = PipelineOutput(depth, prediction, out_camera, sigma, timings=timings)
         if out_camera is None:
             return output
+        if self.gating:
+            depth = sigma_gate(depth, sigma, self.max_relative_sigma)
         points = None
         if want_cloud:
             points = self.points(depth, out_camera)
@@ -268,6 +310,23 @@ class DepthPipeline:
 def _lap(start: float) -> tuple[float, float]:
     now = time.perf_counter()
     return now - start, now
+
+
+def sigma_gate(depth: np.ndarray, sigma: np.ndarray, max_relative_sigma: float) -> np.ndarray:
+    """Copy of ``depth`` with NaN where the relative uncertainty ``sigma / depth`` exceeds ``max_relative_sigma``.
+
+    Args:
+        depth: (h, w) float32 metres, NaN invalid.
+        sigma: (h, w) predicted standard deviation of ``depth`` in metres; a NaN sigma drops the pixel.
+        max_relative_sigma: the threshold (> 0), e.g. 0.1 keeps pixels whose sigma is at most 10 % of their depth.
+
+    Returns:
+        (h, w) float32 depth with the uncertain pixels NaN (no point, no ray: grid cells seen only through them
+        stay unknown).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        keep = sigma <= max_relative_sigma * depth
+    return np.where(keep, depth, np.float32(math.nan))
 
 
 def _nan_outside(depth: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -14,13 +14,23 @@ recorded in the checkpoint's :class:`~depth_ros.checkpoints.CheckpointMetadata`:
 
 The estimator (inference), the online adaptation (its loss and guard see what is published) and evaluation call
 :func:`depth_factor`; there is no other place that scales depth. Relative models are not converted (factor 1).
+
+Uncertainty: a model with a sigma head (``CheckpointMetadata.uncertainty``) outputs log sigma, the standard deviation
+of its depth output in metres; the published sigma (``depth/uncertainty``) is :func:`network_sigma` of it times the
+same :func:`depth_factor`, since scaling depth by a factor scales its standard deviation by that factor.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
+
 from depth_ros.checkpoints import CheckpointMetadata
+
+# log sigma is clamped to [LOG_SIGMA_MIN, LOG_SIGMA_MAX] (1e-4 m .. 150 m) before exp: an untrained or diverging
+# head cannot give 0, inf or overflow; NaN stays NaN (and the pixel is dropped downstream).
+LOG_SIGMA_MIN, LOG_SIGMA_MAX = math.log(1e-4), 5.0
 
 
 def network_fx(fx: float, width: int, network_width: int) -> float:
@@ -58,3 +68,15 @@ def depth_factor(metadata: CheckpointMetadata, fx_at_network: float | None = Non
     if focal_correction and fx_at_network is not None and metadata.train_focal_px is not None:
         factor *= fx_at_network / metadata.train_focal_px
     return float(factor)
+
+
+def network_sigma(log_sigma: torch.Tensor) -> torch.Tensor:
+    """Sigma in the network's output units (metres before :func:`depth_factor`) from a sigma head's log sigma.
+
+    Args:
+        log_sigma: (...) float tensor, natural log of sigma in metres.
+
+    Returns:
+        ``exp(clamp(log_sigma, LOG_SIGMA_MIN, LOG_SIGMA_MAX))``, same shape, > 0 (NaN where the input is NaN).
+    """
+    return log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX).exp()

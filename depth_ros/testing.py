@@ -34,7 +34,7 @@ DISCOVERY_SETTLE = 0.5  # s after a publisher has matched, for the subscriber's 
 
 def random_checkpoint(path: str | os.PathLike, encoder: str = "vits", input_size: int = 70, *, head: str = "metric",
                       max_depth: float = 20.0, train_focal_px: float | None = None, seed: int = 0,
-                      architecture: str = "depth_anything_v2") -> Path:
+                      architecture: str = "depth_anything_v2", uncertainty: bool = False) -> Path:
     """Save a model of the registry (:func:`depth_ros.models.create_model`) with seeded random weights as a
     depth_ros checkpoint.
 
@@ -49,6 +49,7 @@ def random_checkpoint(path: str | os.PathLike, encoder: str = "vits", input_size
         train_focal_px: training focal length at network input in px (None: no focal correction possible).
         seed: torch seed of the initialisation.
         architecture: ``depth_anything_v2`` or ``packnet``.
+        uncertainty: with a sigma head (metric only).
 
     Returns:
         The path written.
@@ -58,7 +59,8 @@ def random_checkpoint(path: str | os.PathLike, encoder: str = "vits", input_size
     from depth_ros.checkpoints import CheckpointMetadata, save_checkpoint
     from depth_ros.models import create_model
 
-    metadata = CheckpointMetadata(encoder, head, max_depth, input_size, train_focal_px, architecture=architecture)
+    metadata = CheckpointMetadata(encoder, head, max_depth, input_size, train_focal_px, architecture=architecture,
+                                  uncertainty=uncertainty)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = create_model(metadata)

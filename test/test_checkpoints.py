@@ -222,7 +222,8 @@ def test_bundled_model_ships_with_its_card_and_loads_by_id_without_network(tmp_p
     assert "non-commercial research use only" in card and "train_packnet_tiny_7scenes_odom.yaml" in card
     assert "depth-ros-tiny-indoor" in checkpoints.model_ids()
     estimator = DepthEstimator.from_checkpoint("depth-ros-tiny-indoor", device="cpu")
-    assert estimator.metadata == checkpoints.CheckpointMetadata("tiny", "metric", 5.0, 192, 234.0, "packnet")
+    assert estimator.metadata == checkpoints.CheckpointMetadata("tiny", "metric", 5.0, 192, 234.0, "packnet",
+                                                                uncertainty=True)
 
 
 def test_bundled_model_is_metric_on_held_out_7scenes_frames(shared_data):

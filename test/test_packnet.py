@@ -193,4 +193,4 @@ def test_metadata_is_stored_as_plain_json(checkpoint):
     with safe_open(str(checkpoint), framework="pt") as f:
         stored = json.loads(f.metadata()["_depth_ros_metadata"])
     assert stored == {"encoder": "tiny", "head": "metric", "max_depth": 10.0, "input_size": 64,
-                      "train_focal_px": 100.0, "architecture": "packnet", "scale": 1.0}
+                      "train_focal_px": 100.0, "architecture": "packnet", "scale": 1.0, "uncertainty": False}

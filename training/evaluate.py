@@ -12,6 +12,11 @@ resolution, focal correction with the dataset's fx), then :func:`depth_ros.metri
 and n_frames; ``skipped_frames``: names of frames without a valid ground-truth pixel, which are not scored),
 ``DIR/per_frame.csv`` and ``DIR/figure.png`` (image / ground truth / prediction / error panels). Errors end in one
 ``evaluate: error: ...`` line and exit status 1 (:func:`depth_ros.tools.cli.run_cli`).
+
+A checkpoint with a sigma head (``--align none``) is also scored on its uncertainty
+(:class:`depth_ros.sparsification.UncertaintyEvaluation`): ``summary.json`` gets ``uncertainty`` (AUSE / AURG for
+AbsRel and RMSE against the random-order and sigma-proportional-to-depth baselines, the quantiles of sigma / depth,
+and the sigma gating at each ``--max-relative-sigma``), ``DIR/sparsification.png`` the curves.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ from depth_ros.metrics import (
     CROPS,
     METRIC_NAMES,
     align_prediction,
+    crop_mask,
     evaluate_frames,
     mean_metrics,
     valid_depth_mask,
 )
+from depth_ros.sparsification import SPARSIFICATION_METRICS, UncertaintyEvaluation, plot_sparsification
 from depth_ros.tools.cli import run_cli
 
 log = logging.getLogger("evaluate")
@@ -70,6 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
     parser.add_argument("--no-focal-correction", action="store_true", help="ignore the dataset's focal length")
     parser.add_argument("--figure-frames", type=int, default=4, help="frames shown in figure.png")
+    parser.add_argument("--max-relative-sigma", type=float, nargs="*", default=[], metavar="T",
+                        help="checkpoints with a sigma head: measure sigma gating (keep sigma / depth <= T) at these "
+                             "thresholds")
     return parser.parse_args(argv)
 
 
@@ -145,9 +155,11 @@ def evaluate(args: argparse.Namespace, show_progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     shown = set(np.linspace(0, len(indices) - 1, min(args.figure_frames, len(indices))).round().astype(int).tolist())
     rows, samples, skipped = [], [], []
-    results = evaluate_frames(lambda frame: estimator.infer(frame.rgb, fx=frame.camera.fx),
-                              (source[i] for i in indices), min_depth=min_depth, max_depth=max_depth,
-                              crop=args.crop, align=args.align, pred_is_disparity=relative, skip_empty=True)
+    sigmas = {} if estimator.has_uncertainty and args.align == "none" else None
+    uncertainty = UncertaintyEvaluation(args.max_relative_sigma) if sigmas is not None else None
+    results = evaluate_frames(lambda frame: predict(estimator, frame, sigmas), (source[i] for i in indices),
+                              min_depth=min_depth, max_depth=max_depth, crop=args.crop, align=args.align,
+                              pred_is_disparity=relative, skip_empty=True)
     for position, (frame, pred, metrics) in enumerate(tqdm(results, total=len(indices), desc="evaluate",
                                                            disable=not show_progress)):
         if metrics is None:
@@ -156,13 +168,34 @@ def evaluate(args: argparse.Namespace, show_progress: bool = True) -> dict:
             skipped.append(frame.name)
             continue
         rows.append({"frame": indices[position], "name": frame.name, **metrics})
+        mask = valid_depth_mask(frame.depth, min_depth, max_depth)
+        if uncertainty is not None:  # scored as the metrics are: in the crop, prediction capped to the range
+            uncertainty.add(np.clip(pred, min_depth, max_depth), frame.depth, sigmas.pop(frame.name),
+                            mask & crop_mask(*mask.shape, args.crop))
         if position in shown:  # the figure shows the prediction as scored (aligned, in metres)
-            mask = valid_depth_mask(frame.depth, min_depth, max_depth)
             samples.append((frame, align_prediction(pred, frame.depth, mask, args.align, max_depth, relative)))
     if not rows:
         raise ValueError(f"none of the {len(indices)} frames has a valid ground-truth pixel in [{min_depth}, "
                          f"{max_depth}] m (check --min-depth / --max-depth and --depth-scale)")
     summary = {**mean_metrics([{k: r[k] for k in METRIC_NAMES} for r in rows]), "skipped_frames": skipped}
+    if uncertainty is not None:
+        summary["uncertainty"] = uncertainty.result()
+        plot_sparsification(summary["uncertainty"], out / "sparsification.png",
+                            f"{args.checkpoint}, {len(rows)} frames of {args.data}")
+    write_outputs(out, summary, rows, samples, max_depth)
+    return summary
+
+
+def predict(estimator: DepthEstimator, frame, sigmas: dict | None) -> np.ndarray:
+    """The frame's depth as deployed; with ``sigmas`` (a dict) its sigma is stored there under the frame's name."""
+    if sigmas is None:
+        return estimator.infer(frame.rgb, fx=frame.camera.fx)
+    depth, sigmas[frame.name] = estimator.infer_with_sigma(frame.rgb, fx=frame.camera.fx)
+    return depth
+
+
+def write_outputs(out: Path, summary: dict, rows: list[dict], samples: list, max_depth: float) -> None:
+    """summary.json, per_frame.csv and figure.png (when there are samples) in ``out``."""
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     with (out / "per_frame.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, ["frame", "name", *METRIC_NAMES])
@@ -170,7 +203,6 @@ def evaluate(args: argparse.Namespace, show_progress: bool = True) -> dict:
         writer.writerows(rows)
     if samples:
         save_figure(samples, out / "figure.png", max_depth)
-    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         summary = evaluate(args)
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
-                       if k != "skipped_frames"))
+                       if k not in ("skipped_frames", "uncertainty")))
+        if "uncertainty" in summary:
+            scores = summary["uncertainty"]
+            print(" ".join(f"{m}: AUSE={scores[m]['ause']:.4f} AURG={scores[m]['aurg']:.4f} "
+                           f"(random {scores[m]['ause_random']:.4f}, sigma~depth {scores[m]['ause_depth']:.4f})"
+                           for m in SPARSIFICATION_METRICS))
         if summary["skipped_frames"]:
             print(f"skipped {len(summary['skipped_frames'])} frame(s) without valid ground truth: "
                   + ", ".join(summary["skipped_frames"]))

@@ -22,10 +22,11 @@ from depth_ros.data import FORMATS, Split
 from depth_ros.data.augment import Augmentation
 from depth_ros.data.poses import PoseSource
 from depth_ros.estimator import PRECISIONS
+from depth_ros.losses import NLL_KINDS
 from depth_ros.metrics import CROPS
 from depth_ros.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture
 
-TRAINABLE = ("full", "head", "norms_biases", "lora", "scale")
+TRAINABLE = ("full", "head", "norms_biases", "lora", "scale", "uncertainty")
 
 
 class ConfigError(ValueError):
@@ -49,13 +50,21 @@ class ModelConfig:
     and its size variant ``encoder`` (``vits``/``vitb``/``vitl``/``vitg``; ``tiny``/``slim``), a metric head of range
     ``max_depth`` metres. ``init``: ``random`` (no weights), ``encoder`` (only ``pretrained.*`` from ``checkpoint``,
     head random: the Depth Anything V2 recipe) or ``checkpoint`` (all weights from ``checkpoint``, e.g. the
-    ``best.pth`` of either trainer)."""
+    ``best.pth`` of either trainer).
+
+    ``uncertainty``: the network has a sigma head (log sigma per pixel, :mod:`depth_ros.models`), trained with the
+    ``uncertainty_loss`` negative log-likelihood (``gaussian`` or ``laplacian``,
+    :func:`depth_ros.losses.depth_nll_loss`) by the supervised objective. With ``init: checkpoint`` from a file
+    without a sigma head (an official model, the bundled one) every other weight loads strictly and the sigma head
+    starts new; ``optim.trainable: uncertainty`` then trains it alone."""
 
     encoder: str = "vits"
     max_depth: float = 20.0
     init: str = "random"
     checkpoint: str | None = None
     architecture: str = DEFAULT_ARCHITECTURE
+    uncertainty: bool = False
+    uncertainty_loss: str = "gaussian"
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -66,6 +75,8 @@ class ModelConfig:
             raise ConfigError(f"model.encoder: {error}") from None
         if self.init not in ("random", "encoder", "checkpoint"):
             raise ConfigError(f"model.init: {self.init!r} is not one of random, encoder, checkpoint")
+        if self.uncertainty_loss not in NLL_KINDS:
+            raise ConfigError(f"model.uncertainty_loss: {self.uncertainty_loss!r} is not one of {', '.join(NLL_KINDS)}")
         if (self.init == "random") != (self.checkpoint is None):
             raise ConfigError("model.checkpoint: required for init encoder/checkpoint, not allowed for random")
         _positive(self, "model", "max_depth")
@@ -123,8 +134,9 @@ class OptimConfig:
     weights), ``head`` (the decoder only), ``norms_biases`` (normalisation weights and all biases) or ``lora``
     (low-rank adapters on the encoder's attention and MLP layers, peft, rank ``lora_rank``, scale ``lora_alpha``;
     the adapters are merged into the weights in every saved checkpoint) or ``scale`` (one global depth scale factor,
-    the weights fixed: saved checkpoints keep the weights and carry the factor as ``scale``). ``clip_grad_norm``
-    None disables clipping.
+    the weights fixed: saved checkpoints keep the weights and carry the factor as ``scale``) or ``uncertainty``
+    (only the sigma head of a ``model.uncertainty`` network, everything else frozen: depth stays exactly as it was).
+    ``clip_grad_norm`` None disables clipping.
     """
 
     epochs: int = 10
@@ -297,6 +309,8 @@ class TrainConfig:
         if self.teacher is not None and self.teacher.mode == "fill" and self.data.depth_topic is None:
             raise ConfigError("teacher.mode: fill mixes sensor and teacher depth but data.depth_topic is null (use "
                               "mode replace for images without depth)")
+        if self.optim.trainable == "uncertainty" and not self.model.uncertainty:
+            raise ConfigError("optim.trainable: uncertainty trains the sigma head: set model.uncertainty: true")
         multiple = ARCHITECTURES[self.model.architecture].preprocessing.multiple
         if self.data.input_size % multiple:
             raise ConfigError(f"data.input_size must be a positive multiple of {multiple} for "

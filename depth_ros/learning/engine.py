@@ -157,7 +157,7 @@ def load_training_state(accelerator, state_dir: Path) -> Progress:
 
 
 CSV_FIELDS = ["step", "epoch", "time_s", "train_loss", "grad_norm", "lr", "skipped", "photometric", "smoothness",
-              "kept", "silog"] + [f"val_{m}" for m in METRIC_NAMES]
+              "kept", "silog", "nll"] + [f"val_{m}" for m in METRIC_NAMES]
 
 
 class CsvLog:
@@ -327,8 +327,8 @@ class TrainingRun:
         save_training_state(self.accelerator, self.out, self.progress, self.cfg.run.keep_states)
 
     def validate(self) -> dict[str, float] | None:
-        """Validation metrics of the current weights (main process); a new best AbsRel writes ``best.pth`` (without
-        depth in the validation frames, every validation writes it)."""
+        """Validation metrics of the current weights (main process); a new best (or equal) AbsRel writes ``best.pth``
+        (without depth in the validation frames, every validation writes it)."""
         if not self.accelerator.is_main_process:
             return None
         model = self.accelerator.unwrap_model(self.model)
@@ -342,7 +342,8 @@ class TrainingRun:
                         **{f"val_{k}": v for k, v in metrics.items() if k in METRIC_NAMES}})
         log.info("step %d validation: %s", step, short_metrics(metrics))
         self.summary["final"] = dict(metrics, step=step)
-        if metrics["abs_rel"] < self.progress.best_abs_rel:
+        # a tie goes to the newer weights: with optim.trainable uncertainty the depth, hence AbsRel, never changes
+        if metrics["abs_rel"] <= self.progress.best_abs_rel:
             self.progress.best_abs_rel = metrics["abs_rel"]
             save_checkpoint(self.out / BEST, deployable_state_dict(model), deployable_metadata(model, self.metadata))
             self.summary["best"] = dict(metrics, step=step)

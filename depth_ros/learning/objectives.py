@@ -1,8 +1,9 @@
 """Training objectives: what a batch is and what its loss is. The engine (:mod:`depth_ros.learning.engine`) runs
 either one with the same loop, states, logs and validation.
 
-* ``silog`` (:class:`SupervisedObjective`): metric depth labels, SiLog on valid pixels (Depth Anything V2 recipe);
-  the labels may come from a teacher model (distillation, :mod:`depth_ros.learning.distill`).
+* ``silog`` (:class:`SupervisedObjective`): metric depth labels, SiLog on valid pixels (Depth Anything V2 recipe),
+  plus the negative log-likelihood of the sigma head for ``model.uncertainty`` networks; the labels may come from a
+  teacher model (distillation, :mod:`depth_ros.learning.distill`).
 * ``photometric`` (:class:`PhotometricObjective`): no labels; images plus metric camera poses, view synthesis with
   the per-pixel minimum reprojection loss, auto-mask and smoothness (Monodepth2 / PackNet-SfM), optionally with a
   SiLog term on whatever depth the frames carry (sparse or dense).
@@ -21,7 +22,7 @@ from depth_ros.data.posed import PosedFrames, select_samples
 from depth_ros.geometry.transform import PoseLookupError
 from depth_ros.learning.config import SelfSupervisedConfig, TrainConfig
 from depth_ros.learning.distill import teacher_labels
-from depth_ros.losses import self_supervised_loss, silog_loss
+from depth_ros.losses import depth_nll_loss, self_supervised_loss, silog_loss
 from depth_ros.metrics import valid_depth_mask
 from depth_ros.models import depth_scales
 
@@ -72,17 +73,30 @@ class SupervisedObjective:
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
              channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
-        """SiLog loss of one batch on its valid pixels; no extra statistics."""
-        return supervised_loss(model, batch, self.cfg, channels_last), {}
+        """SiLog loss of one batch on its valid pixels (+ the sigma head's NLL: statistics silog and nll)."""
+        return supervised_loss(model, batch, self.cfg, channels_last)
 
 
 def supervised_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: TrainConfig,
-                    channels_last: bool = False) -> torch.Tensor:
+                    channels_last: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """SiLog loss of one batch (``image`` (B, 3, S, S) normalised, ``depth`` (B, S, S) metres NaN invalid) on the
-    pixels inside ``[data.min_depth, max_depth]``; 0-dim."""
+    pixels inside ``[data.min_depth, max_depth]``; 0-dim, with no statistics.
+
+    With ``model.uncertainty``: SiLog plus :func:`depth_ros.losses.depth_nll_loss` (``model.uncertainty_loss``) of
+    the labels under the predicted depth (detached: the NLL trains sigma to describe the depth's error, it does not
+    move the depth) and sigma; statistics ``silog`` and ``nll``.
+    """
     depth = batch["depth"]
-    prediction = depth_scales(model(_network_input(batch, channels_last)))[0][:, 0].float()
-    return silog_loss(prediction, depth, valid_depth_mask(depth, cfg.data.min_depth, cfg.max_depth))
+    valid = valid_depth_mask(depth, cfg.data.min_depth, cfg.max_depth)
+    x = _network_input(batch, channels_last)
+    if not cfg.model.uncertainty:
+        prediction = depth_scales(model(x))[0][:, 0].float()
+        return silog_loss(prediction, depth, valid), {}
+    out, log_sigma = model(x, with_sigma=True)
+    prediction = depth_scales(out)[0][:, 0].float()
+    silog = silog_loss(prediction, depth, valid)
+    nll = depth_nll_loss(prediction.detach(), log_sigma, depth, valid, cfg.model.uncertainty_loss)
+    return silog + nll, {"silog": float(silog.detach()), "nll": float(nll.detach())}
 
 
 def camera_poses(cfg: TrainConfig, source: RGBDSequence) -> tuple[np.ndarray, np.ndarray]:

@@ -32,8 +32,13 @@ def build_training_model(cfg: ModelConfig) -> torch.nn.Module:
     model = create_model(cfg_metadata(cfg))
     if cfg.init == "checkpoint":
         loaded, _ = build_model(cfg.checkpoint, encoder=cfg.encoder, max_depth=cfg.max_depth)
+        state = loaded.state_dict()
+        if cfg.uncertainty and loaded.sigma_head is None:  # adding a sigma head: it keeps its new weights
+            log.info("%s has no sigma head: the new model's sigma head starts untrained", cfg.checkpoint)
+            prefix = next(name for name, module in model.named_modules() if module is model.sigma_head) + "."
+            state.update({k: v for k, v in model.state_dict().items() if k.startswith(prefix)})
         try:
-            model.load_state_dict(loaded.state_dict(), strict=True)
+            model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{cfg.checkpoint}: weights do not fit a {cfg.architecture} {cfg.encoder} model: "
                                   f"{str(exc).splitlines()[0]}") from None
@@ -54,7 +59,7 @@ def build_training_model(cfg: ModelConfig) -> torch.nn.Module:
 def cfg_metadata(cfg: ModelConfig, input_size: int | None = None, train_focal_px: float | None = None):
     """The :class:`~depth_ros.checkpoints.CheckpointMetadata` of a metric model as ``cfg`` describes it."""
     return CheckpointMetadata(cfg.encoder, "metric", cfg.max_depth, input_size, train_focal_px,
-                              architecture=cfg.architecture)
+                              architecture=cfg.architecture, uncertainty=cfg.uncertainty)
 
 
 class ScaledDepth(torch.nn.Module):
@@ -81,10 +86,13 @@ class ScaledDepth(torch.nn.Module):
         self.model.eval()
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        out = self.model(x)
+    def forward(self, x: torch.Tensor, with_sigma: bool = False):
+        """The network's output times the factor; with ``with_sigma`` also its log sigma plus the log factor."""
+        out = self.model(x, with_sigma=True) if with_sigma else self.model(x)
+        depth, log_sigma = out if with_sigma else (out, None)
         factor = self.log_scale.exp()
-        return [o * factor for o in out] if isinstance(out, list) else out * factor
+        depth = [o * factor for o in depth] if isinstance(depth, list) else depth * factor
+        return (depth, log_sigma + self.log_scale) if with_sigma else depth
 
     @property
     def scale(self) -> float:
@@ -110,13 +118,14 @@ def prepare_trainable(model: torch.nn.Module, cfg: OptimConfig) -> tuple[torch.n
     :func:`deployable_state_dict` merges the adapters); ``scale``: every weight frozen, one global depth factor
     learnt (the returned model is a :class:`ScaledDepth`; :func:`deployable_metadata` records the factor as
     the metadata's ``scale``). The factor sees ``lr`` as a step in log scale: Adam moves it about ``lr``
-    (relative) per step.
+    (relative) per step. ``uncertainty``: only the sigma head (``model.sigma_head``), one group at ``lr``.
 
     Returns:
         (model to optimise, AdamW parameter groups with ``lr`` set).
 
     Raises:
-        ValueError: ``head`` or ``lora`` for a model without an encoder/head split.
+        ValueError: ``head`` or ``lora`` for a model without an encoder/head split, ``uncertainty`` for a model
+            without a sigma head.
     """
     lr, head_lr = cfg.lr, cfg.lr * cfg.head_lr_factor
     split = _split(model)
@@ -139,6 +148,17 @@ def prepare_trainable(model: torch.nn.Module, cfg: OptimConfig) -> tuple[torch.n
         log.info("training scale: 1 global depth factor, the %d weights fixed",
                  sum(p.numel() for p in model.model.parameters()))
         return model, [{"params": [model.log_scale], "lr": lr}]
+    if cfg.trainable == "uncertainty":
+        if getattr(model, "sigma_head", None) is None:
+            raise ValueError("optim.trainable: uncertainty needs a model with a sigma head (model.uncertainty: true)")
+        model.requires_grad_(False)
+        params = list(model.sigma_head.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        log.info("training uncertainty: the sigma head's %d parameters, the other %d fixed",
+                 sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()) - sum(
+                     p.numel() for p in params))
+        return model, [{"params": params, "lr": lr}]
     if cfg.trainable == "full":
         chosen = {id(p) for p in model.parameters()}
     elif cfg.trainable == "head":

@@ -7,6 +7,8 @@ official checkpoints is built in: no batch norm, no class-token readout, no chan
 bilinear with ``align_corners=True``, as in the reference.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,10 +75,14 @@ class DPTHead(nn.Module):
         features: channels of the fusion path (64/128/256/384 for vits/vitb/vitl/vitg).
         out_channels: channels of the four reassembled maps.
         final_activation: last module of the output convolutions (``nn.Sigmoid()`` metric, ``nn.ReLU()`` relative).
+        uncertainty: add ``scratch.sigma_head`` (a depth_ros addition, not in the reference): a second output branch
+            beside ``output_conv2`` that maps the same upsampled features plus the (detached) depth map to one
+            log-sigma channel; its keys (``depth_head.scratch.sigma_head.*``) exist only when it is on, so the
+            official checkpoints still load strictly without it.
     """
 
     def __init__(self, in_dim: int, features: int, out_channels: tuple[int, int, int, int],
-                 final_activation: nn.Module):
+                 final_activation: nn.Module, uncertainty: bool = False):
         super().__init__()
         self.projects = nn.ModuleList(nn.Conv2d(in_dim, channels, kernel_size=1) for channels in out_channels)
         c1, c2, _, c4 = out_channels
@@ -98,17 +104,21 @@ class DPTHead(nn.Module):
             nn.Conv2d(OUTPUT_HIDDEN, 1, kernel_size=1),
             final_activation,
         )
+        self.scratch.sigma_head = sigma_branch(features // 2) if uncertainty else None
 
-    def forward(self, tokens: list[torch.Tensor], grid_h: int, grid_w: int) -> torch.Tensor:
+    def forward(self, tokens: list[torch.Tensor], grid_h: int, grid_w: int,
+                with_sigma: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Decode.
 
         Args:
             tokens: four (B, grid_h*grid_w, in_dim) patch-token maps (row-major), shallow to deep.
             grid_h: patch rows (image height / 14).
             grid_w: patch columns (image width / 14).
+            with_sigma: also return the log-sigma map of ``sigma_head`` (which must exist).
 
         Returns:
-            (B, 1, 14*grid_h, 14*grid_w) map after ``final_activation``.
+            (B, 1, 14*grid_h, 14*grid_w) map after ``final_activation``; with ``with_sigma`` the pair
+            (that map, (B, 1, 14*grid_h, 14*grid_w) log sigma).
         """
         scratch = self.scratch
         maps = []
@@ -121,4 +131,24 @@ class DPTHead(nn.Module):
         path = scratch.refinenet2(path, m2, size=m1.shape[-2:])
         path = scratch.refinenet1(path, m1)
         out = _upsample(scratch.output_conv1(path), (grid_h * PATCH_SIZE, grid_w * PATCH_SIZE))
-        return scratch.output_conv2(out)
+        depth = scratch.output_conv2(out)
+        if not with_sigma:
+            return depth
+        return depth, scratch.sigma_head(torch.cat([out, depth.detach()], 1))
+
+
+# Initial sigma of a new sigma head, in the network's output units (metres before the published-depth factor).
+INITIAL_SIGMA = 0.1
+
+
+def sigma_branch(in_channels: int, hidden: int = OUTPUT_HIDDEN) -> nn.Sequential:
+    """A log-sigma output branch: (B, in_channels + 1, H, W) features and depth -> (B, 1, H, W) log sigma.
+
+    3x3 convolution to ``hidden`` channels, ReLU, 1x1 convolution to one channel; the last convolution
+    starts at zero weights and bias ``log(INITIAL_SIGMA)``, so a new head predicts 0.1 m everywhere. Used by the DPT
+    head and PackNet's decoder (depth_ros; the log-variance output of Kendall and Gal, NeurIPS 2017, as a log sigma).
+    """
+    last = nn.Conv2d(hidden, 1, kernel_size=1)
+    nn.init.zeros_(last.weight)
+    nn.init.constant_(last.bias, math.log(INITIAL_SIGMA))
+    return nn.Sequential(_conv3x3(in_channels + 1, hidden), nn.ReLU(), last)

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from depth_ros.models.dpt import sigma_branch
+
 STRIDE = 32  # five packing blocks, each halving height and width
 GROUPS = 16  # GroupNorm groups (reference); fewer for blocks narrower than 16 channels
 
@@ -199,15 +201,19 @@ class PackNet(nn.Module):
     Args:
         variant: a key of :data:`PACKNET_CONFIGS` (``tiny`` or ``slim``).
         max_depth: upper bound of the output in metres; depth is ``sigmoid(x) * max_depth``.
+        uncertainty: add ``sigma_head`` (depth_ros, not in the reference): a log-sigma branch
+            (:func:`depth_ros.models.dpt.sigma_branch`, 32 hidden channels) at 1/4 resolution, for context: it reads
+            the decoder features of the 1/4 and (upsampled) 1/8 levels plus the (detached) 1/4 depth map; its output
+            is upsampled bilinearly to full resolution. Its keys (``sigma_head.*``) exist only when on.
 
     Raises:
         ValueError: unknown variant or max_depth not a positive finite number.
 
     Module attributes: ``stem``, ``conv1``, ``packs`` (5), ``stages`` (4 residual stages), ``unpacks`` (5, coarsest
-    first), ``iconvs`` (5), ``heads`` (4, 1/8 resolution first).
+    first), ``iconvs`` (5), ``heads`` (4, 1/8 resolution first), ``sigma_head`` (or None).
     """
 
-    def __init__(self, variant: str = "tiny", max_depth: float = 20.0):
+    def __init__(self, variant: str = "tiny", max_depth: float = 20.0, uncertainty: bool = False):
         super().__init__()
         if variant not in PACKNET_CONFIGS:
             raise ValueError(f"unknown PackNet variant {variant!r}; expected one of {', '.join(VARIANTS)}")
@@ -236,23 +242,30 @@ class PackNet(nn.Module):
             if isinstance(module, nn.Conv2d | nn.Conv3d):  # reference initialisation
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        self.sigma_head = sigma_branch(widths[2] + widths[3], hidden=32) if uncertainty else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """Predict depth.
+    def forward(self, x: torch.Tensor, with_sigma: bool = False):
+        """Predict depth (and, with ``with_sigma``, its uncertainty).
 
         Args:
             x: (B, 3, H, W) float RGB in [0, 1]; any H, W >= 2 (multiples of 32 avoid internal padding).
+            with_sigma: also return log sigma (needs ``uncertainty=True``).
 
         Returns:
             eval mode: (B, H, W) depth in metres in (0, max_depth), like ``DepthAnythingV2.forward``.
             training mode: four (B, 1, h_s, w_s) depth maps in metres, full resolution first, then 1/2, 1/4 and
             1/8 (``h_s = ceil(H / 2^s)``), for multi-scale losses.
+            With ``with_sigma``: (that depth output, (B, H, W) log sigma), sigma = exp(log sigma) the standard
+            deviation of the full-resolution depth in metres (before
+            :func:`depth_ros.published_depth.depth_factor`).
 
         Raises:
-            ValueError: x is not (B, 3, H, W).
+            ValueError: x is not (B, 3, H, W), or ``with_sigma`` for a model without a sigma head.
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected an image batch of shape (B, 3, H, W), got {tuple(x.shape)}")
+        if with_sigma and self.sigma_head is None:
+            raise ValueError("this model has no uncertainty (sigma) head")
         skips = [self.stem(x)]
         features = self.conv1(skips[0])
         for i, pack in enumerate(self.packs):
@@ -260,14 +273,21 @@ class PackNet(nn.Module):
             if i < 4:
                 features = self.stages[i](skips[-1])
         features = skips.pop()  # 1/32 resolution
-        outputs = []  # sigmoid maps, coarsest first
+        outputs, decoded = [], {}  # sigmoid maps, coarsest first; decoder features by level
         for level, unpack, iconv in zip(range(4, -1, -1), self.unpacks, self.iconvs, strict=True):
             skip = skips[level]
             joined = [unpack(features, skip.shape[-2:]), skip]
             if outputs:
                 joined.append(F.interpolate(outputs[-1], size=skip.shape[-2:], mode="nearest"))
-            features = iconv(torch.cat(joined, 1))
+            features = decoded[level] = iconv(torch.cat(joined, 1))
             if level <= 3:
                 outputs.append(torch.sigmoid(self.heads[3 - level](features)))
         depths = [out * self.max_depth for out in reversed(outputs)]
-        return depths if self.training else depths[0][:, 0]
+        depth = depths if self.training else depths[0][:, 0]
+        if not with_sigma:
+            return depth
+        quarter = decoded[2].shape[-2:]
+        context = torch.cat([decoded[2], F.interpolate(decoded[3], size=quarter, mode="bilinear", align_corners=False),
+                             outputs[1].detach()], 1)
+        log_sigma = F.interpolate(self.sigma_head(context), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return depth, log_sigma[:, 0]

@@ -88,6 +88,7 @@ class ModelSpec(Protocol):
     encoder: str
     head: str
     max_depth: float
+    uncertainty: bool
 
 
 @dataclass(frozen=True)
@@ -97,14 +98,15 @@ class Architecture:
     Attributes:
         variants: allowed values of the metadata's ``encoder`` field (size variants).
         heads: allowed output heads (``metric``: metres; ``relative``: affine-invariant inverse depth).
-        build: ``build(variant, head, max_depth) -> nn.Module`` with random weights; the module maps (B, 3, H, W)
-            preprocessed images to (B, H, W) in eval mode.
+        build: ``build(variant, head, max_depth, uncertainty) -> nn.Module`` with random weights; the module maps
+            (B, 3, H, W) preprocessed images to (B, H, W) in eval mode, and with ``uncertainty`` has a ``sigma_head``
+            and accepts ``forward(x, with_sigma=True)`` -> (depth, (B, H, W) log sigma in metres).
         preprocessing: input size rule and normalisation.
     """
 
     variants: tuple[str, ...]
     heads: tuple[str, ...]
-    build: Callable[[str, str, float], nn.Module]
+    build: Callable[[str, str, float, bool], nn.Module]
     preprocessing: Preprocessing
 
 
@@ -115,7 +117,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     # Guizilini et al. 2020: sides multiples of the total stride 32; 192 px (PackNet's KITTI height; 192x256 for a
     # 4:3 camera); RGB in [0, 1] unnormalised as packnet-sfm feeds it. Metric head only.
     "packnet": Architecture(
-        packnet.VARIANTS, ("metric",), lambda variant, head, max_depth: packnet.PackNet(variant, max_depth),
+        packnet.VARIANTS, ("metric",),
+        lambda variant, head, max_depth, uncertainty: packnet.PackNet(variant, max_depth, uncertainty),
         Preprocessing(packnet.STRIDE, 192, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))),
 }
 
@@ -137,12 +140,14 @@ def get_architecture(name: str, encoder: str | None = None, head: str | None = N
 
 
 def create_model(spec: ModelSpec) -> nn.Module:
-    """A randomly initialised network for ``spec`` (e.g. a ``CheckpointMetadata``), in training mode.
+    """A randomly initialised network for ``spec`` (e.g. a ``CheckpointMetadata``), in training mode, with a sigma
+    head when ``spec.uncertainty``.
 
     Raises:
-        ValueError: unknown architecture, variant or head, or a bad max_depth.
+        ValueError: unknown architecture, variant or head, a bad max_depth, or uncertainty with a relative head.
     """
-    return get_architecture(spec.architecture, spec.encoder, spec.head).build(spec.encoder, spec.head, spec.max_depth)
+    return get_architecture(spec.architecture, spec.encoder, spec.head).build(
+        spec.encoder, spec.head, spec.max_depth, spec.uncertainty)
 
 
 def depth_scales(output: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:

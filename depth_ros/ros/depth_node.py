@@ -5,7 +5,9 @@ Topics (relative names, so a namespace or remapping places them):
 - in: ``image`` (sensor_msgs/Image) or, with ``use_compressed``, ``image/compressed`` (sensor_msgs/CompressedImage);
   ``camera_info`` (sensor_msgs/CameraInfo); with ``use_reference_depth``, ``reference_depth`` (32FC1 / 16UC1).
 - out, each only while something subscribes: ``depth`` (32FC1 m, REP 118, the image's header), ``depth/camera_info``,
-  ``points`` (optical frame), ``occupancy`` (``grid_frame``) and ``/diagnostics``.
+  ``points`` (optical frame), ``occupancy`` (``grid_frame``), ``/diagnostics`` and, for a checkpoint with a sigma
+  head, ``depth/uncertainty`` (32FC1 m, sigma of each depth pixel, depth's header). With ``max_relative_sigma``,
+  points and occupancy leave out the pixels whose sigma / depth exceeds it (docs/uncertainty.md).
 
 Threads: the executor runs the callbacks, which only check and store messages; one worker thread runs the model on
 the newest image (a queue of depth 1: an image still waiting when a newer one arrives is dropped and counted), so
@@ -56,7 +58,7 @@ from depth_ros.ros.conversions import (
     stamp_ns,
 )
 from depth_ros.ros.diagnostics import NodeStats
-from depth_ros.ros.outputs import OUTPUT_TOPICS, output_messages
+from depth_ros.ros.outputs import OUTPUT_TOPICS, UNCERTAINTY_TOPIC, output_messages
 from depth_ros.ros.params import declare_and_load
 from depth_ros.ros.pose_sources import CameraPoses, StaticPose, TfPoses, start_tf
 from depth_ros.ros.runner import run_node
@@ -120,9 +122,9 @@ class DepthNode(Node):
             self.create_subscription(*depth_subscription(config.reference_transport, "reference_depth"),
                                      guard("reference_depth callback", self._on_reference), input_qos)
         output_types = {"depth": Image, "depth/camera_info": CameraInfo, "points": PointCloud2,
-                        "occupancy": OccupancyGrid}
+                        "occupancy": OccupancyGrid, UNCERTAINTY_TOPIC: Image}
         self._outputs = {topic: self.create_publisher(output_types[topic], topic, OUTPUT_QOS)
-                         for topic in OUTPUT_TOPICS}
+                         for topic in (*OUTPUT_TOPICS, UNCERTAINTY_TOPIC)}
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(config.diagnostics_period, guard("diagnostics", self._publish_diagnostics))
 
@@ -131,6 +133,7 @@ class DepthNode(Node):
         self._stopping = False
         self._worker = threading.Thread(target=self._work, name="depth_inference", daemon=True)
         self._worker.start()
+        self._check_gating(self.pipeline, config.checkpoint)
         metadata = self.pipeline.estimator.metadata
         self.get_logger().info(
             f"ready: {metadata.encoder} {metadata.head} model (max {metadata.max_depth} m) on "
@@ -147,6 +150,14 @@ class DepthNode(Node):
         if key not in self._warned_once:
             self._warned_once.add(key)
             self.get_logger().warning(text)
+
+    def _check_gating(self, pipeline: DepthPipeline, checkpoint: str) -> None:
+        """Warn once per checkpoint when max_relative_sigma is set but the model gives no sigma (no gating)."""
+        if self.config.max_relative_sigma > 0 and not pipeline.gating:
+            self._warn_once(f"no sigma gating {checkpoint}",
+                            f"max_relative_sigma is {self.config.max_relative_sigma} but {checkpoint} has no sigma "
+                            "head (or its backend does not run it): points and occupancy are not gated "
+                            "(docs/uncertainty.md: add one by training it)")
 
     # --- callbacks (executor thread: check, store, never wait for the model) ----------------------------------
     def _on_image(self, msg) -> None:
@@ -243,6 +254,7 @@ class DepthNode(Node):
             self._revert.trigger()  # not set_parameters here: it could land before the set naming this checkpoint
             return
         self.pipeline, self.config = pipeline, config  # the worker picks it up at its next frame
+        self._check_gating(pipeline, checkpoint)
         self.stats.model(checkpoint, swapped=True)
         self.get_logger().info(f"model swapped: now running {checkpoint}")
 
@@ -277,8 +289,15 @@ class DepthNode(Node):
         decoded = time.perf_counter() - start
         camera = self._camera_for(header, *rgb.shape[:2])
         pose = self._camera_pose(header) if camera is not None and want_grid else None
+        want_sigma = UNCERTAINTY_TOPIC in wanted
+        if want_sigma and not pipeline.estimator.has_uncertainty:
+            self._warn_once(f"no sigma {self.stats.checkpoint}",
+                            f"{self.resolve_topic_name(UNCERTAINTY_TOPIC)} has a subscriber but "
+                            f"{self.stats.checkpoint} has no sigma head (or its backend does not run it): nothing "
+                            "is published on it")
         try:
-            out = pipeline.run(rgb, camera, pose, want_cloud="points" in wanted, want_grid=want_grid)
+            out = pipeline.run(rgb, camera, pose, want_cloud="points" in wanted, want_grid=want_grid,
+                               want_uncertainty=want_sigma)
         except ValueError as error:  # e.g. an image smaller than one 14 x 14 px network patch
             self._reject("image", str(error))
             return

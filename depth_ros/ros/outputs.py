@@ -15,6 +15,9 @@ OUTPUT_TOPICS = {
     "points": "sensor_msgs/msg/PointCloud2",
     "occupancy": "nav_msgs/msg/OccupancyGrid",
 }
+# sigma of depth (32FC1 m, depth's header), for checkpoints with a sigma head; depth_node publishes it while
+# subscribed; not in OUTPUT_TOPICS (what the bag tool writes), so output_messages builds it only when asked by name
+UNCERTAINTY_TOPIC = "depth/uncertainty"
 
 
 def output_messages(out: PipelineOutput, header, grid_frame: str, grid_spec=None, topics=None) -> dict[str, object]:
@@ -26,7 +29,8 @@ def output_messages(out: PipelineOutput, header, grid_frame: str, grid_spec=None
             (REP 118: same stamp and optical frame as the image).
         grid_frame: frame_id of the occupancy grid; its stamp is the image's.
         grid_spec: the pipeline's :class:`~depth_ros.geometry.occupancy.GridSpec` (needed when ``out.grid`` is set).
-        topics: names of :data:`OUTPUT_TOPICS` to build (None: all), e.g. those with subscribers.
+        topics: names of :data:`OUTPUT_TOPICS` (and :data:`UNCERTAINTY_TOPIC`) to build (None: all of
+            OUTPUT_TOPICS), e.g. those with subscribers.
 
     Returns:
         relative topic name -> message (depth always when asked for; the others when the output has them).
@@ -37,6 +41,8 @@ def output_messages(out: PipelineOutput, header, grid_frame: str, grid_spec=None
     messages = {}
     if "depth" in topics:
         messages["depth"] = depth_to_image_msg(out.depth, header)
+    if UNCERTAINTY_TOPIC in topics and out.uncertainty is not None:
+        messages[UNCERTAINTY_TOPIC] = depth_to_image_msg(out.uncertainty, header)
     if "depth/camera_info" in topics and out.camera is not None:
         messages["depth/camera_info"] = camera_info_msg(out.camera, header)
     if "points" in topics and out.cloud is not None:

@@ -165,6 +165,9 @@ class NodeConfig(ParameterTable):
     max_depth: float = _param(20.0, "m. Depth above is invalid (NaN in depth, no point).")
     output_scale: float = _param(
         1.0, "Output size / input image size, in (0, 1]; depth, depth/camera_info, points and grid use it.")
+    max_relative_sigma: float = _param(
+        0.0, "Points and occupancy leave out pixels whose predicted sigma / depth exceeds this (or whose sigma is "
+        "NaN); needs a checkpoint with a sigma head (else one warning, no gating); depth itself is not gated. 0: off.")
     # --- point cloud
     cloud_organized: bool = _param(
         True, "Organised cloud (height x width, NaN for invalid, is_dense false); false: dense list of valid points.")
@@ -212,6 +215,7 @@ class NodeConfig(ParameterTable):
             (self.min_depth >= 0, "min_depth", "must be >= 0 m"),
             (self.max_depth > self.min_depth, "max_depth", f"must be > min_depth ({self.min_depth} m)"),
             (0 < self.output_scale <= 1, "output_scale", "must be in (0, 1]"),
+            (self.max_relative_sigma >= 0, "max_relative_sigma", "must be >= 0 (0: off)"),
             (self.cloud_stride >= 1, "cloud_stride", "must be >= 1 px"),
             (self.cloud_stride == 1 or not self.cloud_organized, "cloud_stride",
              "> 1 needs cloud_organized: false"),
