@@ -3,13 +3,14 @@ plain ``open`` would give it (0666 / folders 0777, minus the umask: 0644 / 0755 
 model, a training state or an exported network is readable by the other users of the machine, as usual.
 
 The one atomic writer of depth_ros (checkpoints, training states and summaries, teacher labels, ONNX exports,
-TensorRT engines): :func:`atomic_write`.
+TensorRT engines): :func:`atomic_write`; for output folders (bags, reconstructions): :func:`staged_folder`.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,30 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextmanager
+def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Create the folder ``path`` atomically: yields a path of the same name inside a staging folder beside it
+    (``.<name>.<random>.partial/<name>``, not created: a writer that insists on creating its folder, such as
+    rosbags' Writer, can). When the block completes it gets the default permissions and is renamed to ``path``. On
+    an error (or Ctrl-C) the staging folder is removed and nothing exists at ``path``.
+
+    Raises:
+        FileExistsError: ``path`` exists (checked first, and again by the rename).
+        OSError: the parent folder cannot be created or written.
+    """
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path}: already exists; remove it or choose another output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield staging / path.name
+        apply_default_permissions(staging / path.name)
+        (staging / path.name).rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _remove_stale_temporaries(path: Path) -> None:

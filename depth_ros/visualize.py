@@ -133,26 +133,10 @@ def save_overview(path: str | os.PathLike, rgb: np.ndarray, depth: np.ndarray, c
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, panel in zip(axes.flat, panels, strict=False):  # spare axes are hidden above
-        if panel == "input":
-            ax.imshow(rgb)
-            ax.set_title("input")
-        elif panel in ("depth", "truth"):
-            shown = np.ma.masked_invalid(depth if panel == "depth" else ground_truth)
-            image = ax.imshow(shown, cmap="turbo_r", vmin=low, vmax=high)
-            figure.colorbar(image, ax=ax, label="depth (m)", shrink=0.85)
-            ax.set_title("predicted depth" if panel == "depth" else "ground truth")
-        elif panel == "error":
-            with np.errstate(invalid="ignore", divide="ignore"):
-                error = np.abs(depth - ground_truth) / ground_truth
-            image = ax.imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0.0, vmax=0.5)
-            figure.colorbar(image, ax=ax, label="|pred - gt| / gt", shrink=0.85)
-            ax.set_title(f"absolute relative error (median {np.nanmedian(error):.3f})"
-                         if np.isfinite(error).any() else "absolute relative error")
-        else:
+        if panel == "grid":
             _draw_grid(ax, grid, grid_spec, camera, grid_from_camera)
-        if panel != "grid":
-            ax.set_xticks([])
-            ax.set_yticks([])
+        else:
+            _draw_image_panel(figure, ax, panel, rgb, depth, ground_truth, (low, high))
     if title:
         figure.suptitle(title)
     figure.tight_layout()
@@ -160,6 +144,28 @@ def save_overview(path: str | os.PathLike, rgb: np.ndarray, depth: np.ndarray, c
         figure.savefig(path, dpi=90)
     finally:
         plt.close(figure)
+
+
+def _draw_image_panel(figure, ax, panel: str, rgb: np.ndarray, depth: np.ndarray, ground_truth: np.ndarray | None,
+                      depth_range: tuple[float, float]) -> None:
+    """One image panel of :func:`save_overview`: ``input``, ``depth``, ``truth`` or ``error`` (AbsRel per pixel)."""
+    if panel == "input":
+        ax.imshow(rgb)
+        ax.set_title("input")
+    elif panel in ("depth", "truth"):
+        shown = np.ma.masked_invalid(depth if panel == "depth" else ground_truth)
+        image = ax.imshow(shown, cmap="turbo_r", vmin=depth_range[0], vmax=depth_range[1])
+        figure.colorbar(image, ax=ax, label="depth (m)", shrink=0.85)
+        ax.set_title("predicted depth" if panel == "depth" else "ground truth")
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            error = np.abs(depth - ground_truth) / ground_truth
+        image = ax.imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0.0, vmax=0.5)
+        figure.colorbar(image, ax=ax, label="|pred - gt| / gt", shrink=0.85)
+        ax.set_title(f"absolute relative error (median {np.nanmedian(error):.3f})"
+                     if np.isfinite(error).any() else "absolute relative error")
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def _draw_grid(ax, grid: np.ndarray, spec, camera, grid_from_camera: np.ndarray | None) -> None:

@@ -299,7 +299,8 @@ class TestDefaultNode:
         assert delta(after, "dropped frames") > 0 and delta(after, "rejected messages") == 0
         assert delta(after, "received frames") == delta(after, "processed frames") + delta(after, "dropped frames")
         during = [values for received, values in node.diagnostics if received > start]
-        assert max(float(d["input rate (Hz)"]) for d in during) > max(float(d["processed rate (Hz)"]) for d in during)
+        # the diagnostics that saw the burst report more input than processing (each sample compared with itself)
+        assert any(float(d["input rate (Hz)"]) > float(d["processed rate (Hz)"]) for d in during)
 
 
 # ------------------------------------------------------------------ compressed input, smaller dense coloured output

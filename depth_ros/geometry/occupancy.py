@@ -96,17 +96,7 @@ def occupancy_grid(
     """
     points = np.asarray(points)
     origin = np.asarray(sensor_origin, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] != 3:
-        raise ValueError(f"points must be (N, 3), got {points.shape}")
-    if origin.shape != (3,) or not np.isfinite(origin).all():
-        raise ValueError(f"sensor_origin must be 3 finite numbers, got {origin.tolist()}")
-    if not min_obstacle_height < max_obstacle_height:
-        raise ValueError(
-            f"min_obstacle_height {min_obstacle_height} must be < max_obstacle_height {max_obstacle_height}"
-        )
-    if not max_range > 0:
-        raise ValueError(f"max_range must be > 0, got {max_range}")
-
+    _check_grid_arguments(points, origin, min_obstacle_height, max_obstacle_height, max_range)
     grid = np.full((spec.height, spec.width), UNKNOWN, dtype=np.int8)
     offset = points - origin.astype(points.dtype)
     with np.errstate(invalid="ignore"):
@@ -127,6 +117,21 @@ def occupancy_grid(
         flat[_flat_indices(spec, cols, rows)] = FREE
     flat[_flat_indices(spec, cells[obstacle, 0], cells[obstacle, 1])] = OCCUPIED
     return grid
+
+
+def _check_grid_arguments(points: np.ndarray, origin: np.ndarray, min_obstacle_height: float,
+                          max_obstacle_height: float, max_range: float) -> None:
+    """Raise the ValueError :func:`occupancy_grid` documents for bad arguments."""
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got {points.shape}")
+    if origin.shape != (3,) or not np.isfinite(origin).all():
+        raise ValueError(f"sensor_origin must be 3 finite numbers, got {origin.tolist()}")
+    if not min_obstacle_height < max_obstacle_height:
+        raise ValueError(
+            f"min_obstacle_height {min_obstacle_height} must be < max_obstacle_height {max_obstacle_height}"
+        )
+    if not max_range > 0:
+        raise ValueError(f"max_range must be > 0, got {max_range}")
 
 
 def _unique_cells(cells: np.ndarray) -> np.ndarray:

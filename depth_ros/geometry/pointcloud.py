@@ -66,17 +66,7 @@ def build_cloud(
         ValueError: for mismatched shapes, stride < 1, non-positive max_range/voxel_size, or voxel_size with an
             organised cloud.
     """
-    if points.ndim != 3 or points.shape[2] != 3:
-        raise ValueError(f"points must be (height, width, 3), got {points.shape}")
-    if colors is not None and colors.shape != points.shape:
-        raise ValueError(f"colors {colors.shape} must match points {points.shape}")
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    if max_range is not None and not max_range > 0:
-        raise ValueError(f"max_range must be > 0, got {max_range}")
-    if voxel_size is not None and (organised or not voxel_size > 0):
-        raise ValueError(f"voxel_size ({voxel_size}) needs organised=False and a value > 0")
-
+    _check_cloud_arguments(points, colors, organised, stride, max_range, voxel_size)
     if stride > 1:
         points = points[::stride, ::stride]
         colors = None if colors is None else colors[::stride, ::stride]
@@ -103,6 +93,20 @@ def build_cloud(
         if rgb is not None:
             flat[:, 3] = pack_rgb(rgb)
     return flat.view(dtype)[:, 0]
+
+
+def _check_cloud_arguments(points, colors, organised, stride, max_range, voxel_size) -> None:
+    """Raise the ValueError :func:`build_cloud` documents for bad arguments."""
+    if points.ndim != 3 or points.shape[2] != 3:
+        raise ValueError(f"points must be (height, width, 3), got {points.shape}")
+    if colors is not None and colors.shape != points.shape:
+        raise ValueError(f"colors {colors.shape} must match points {points.shape}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if max_range is not None and not max_range > 0:
+        raise ValueError(f"max_range must be > 0, got {max_range}")
+    if voxel_size is not None and (organised or not voxel_size > 0):
+        raise ValueError(f"voxel_size ({voxel_size}) needs organised=False and a value > 0")
 
 
 def _voxel_down_sample(xyz: np.ndarray, rgb: np.ndarray | None, voxel_size: float):

@@ -21,16 +21,13 @@ import yaml
 from depth_ros.data import FORMATS, Split
 from depth_ros.data.augment import Augmentation
 from depth_ros.data.poses import PoseSource
+from depth_ros.errors import ConfigError
 from depth_ros.estimator import PRECISIONS
 from depth_ros.losses import NLL_KINDS
 from depth_ros.metrics import CROPS
 from depth_ros.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture
 
 TRAINABLE = ("full", "head", "norms_biases", "lora", "scale", "uncertainty")
-
-
-class ConfigError(ValueError):
-    """A configuration file that cannot be used; the message names the key and the problem."""
 
 
 def _check(condition: bool, key: str, requirement: str, value) -> None:

@@ -259,13 +259,7 @@ class TrainingRun:
         from accelerate.utils import set_seed
 
         self.cfg, self.out = cfg, Path(cfg.run.output_dir)
-        existing = state_dirs(self.out)
-        if existing and not resume:
-            raise FileExistsError(f"{self.out} already holds a run (saved states in {self.out / STATES}); pass "
-                                  "--resume to continue it or choose another run.output_dir")
-        if resume and not existing:
-            raise FileNotFoundError(f"--resume: no saved state in {self.out / STATES}")
-        self.out.mkdir(parents=True, exist_ok=True)
+        existing = self._check_output(resume)
         self.accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision,
                                        gradient_accumulation_steps=cfg.optim.grad_accum_steps,
                                        log_with="tensorboard", project_dir=str(self.out))
@@ -273,6 +267,34 @@ class TrainingRun:
         self.source = open_dataset(cfg.data)
         self.train_indices, self.val_indices = cfg.data.split.indices(self.source.stamps)
         self.objective = build_objective(objective, cfg, self.source, self.train_indices)
+        self._prepare_training()
+        self.progress = load_training_state(self.accelerator, existing[-1]) if resume else Progress()
+        if resume:
+            log.info("resumed from %s (step %d, epoch %d)", existing[-1], self.progress.step, self.progress.epoch)
+        else:
+            self._start_fresh()
+        self._start_logs(objective, resume)
+        self.labelled = self.source[self.val_indices[0]].depth is not None  # validation metrics possible
+        if not self.labelled:
+            log.warning("the validation frames have no depth: no metrics; best.pth holds the latest weights")
+        self.show_progress = show_progress and self.accelerator.is_local_main_process
+        self.started = time.monotonic()
+
+    def _check_output(self, resume: bool) -> list[Path]:
+        """The saved states of ``run.output_dir`` (created if missing); a run there needs ``resume``, a resume
+        needs one."""
+        existing = state_dirs(self.out)
+        if existing and not resume:
+            raise FileExistsError(f"{self.out} already holds a run (saved states in {self.out / STATES}); pass "
+                                  "--resume to continue it or choose another run.output_dir")
+        if resume and not existing:
+            raise FileNotFoundError(f"--resume: no saved state in {self.out / STATES}")
+        self.out.mkdir(parents=True, exist_ok=True)
+        return existing
+
+    def _prepare_training(self) -> None:
+        """Model, trainable groups, metadata, data loader, optimiser and schedule, through Accelerate."""
+        cfg = self.cfg
         model = build_training_model(cfg.model)
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -291,31 +313,28 @@ class TrainingRun:
         scheduler = build_scheduler(optimizer, cfg.optim, self.total_steps)
         self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
             model, optimizer, loader, scheduler)
-        self.progress = load_training_state(self.accelerator, existing[-1]) if resume else Progress()
-        if resume:
-            log.info("resumed from %s (step %d, epoch %d)", existing[-1], self.progress.step, self.progress.epoch)
-        else:
-            for stale in (self.out / STATES).glob("*.tmp") if (self.out / STATES).is_dir() else []:
-                shutil.rmtree(stale)
-            with (self.out / "config.yaml").open("w") as f:
-                yaml.safe_dump(dataclasses.asdict(cfg), f, sort_keys=False)
+
+    def _start_fresh(self) -> None:
+        """A new run: states a killed save left behind are removed, the configuration is written."""
+        for stale in (self.out / STATES).glob("*.tmp") if (self.out / STATES).is_dir() else []:
+            shutil.rmtree(stale)
+        with (self.out / "config.yaml").open("w") as f:
+            yaml.safe_dump(dataclasses.asdict(self.cfg), f, sort_keys=False)
+
+    def _start_logs(self, objective: str, resume: bool) -> None:
+        """log.csv (continued up to the resumed step), tensorboard and summary.json."""
         main = self.accelerator.is_main_process
         self.csv = CsvLog(self.out / "log.csv", self.progress.step if resume else None) if main else None
         self.accelerator.init_trackers("tensorboard")
         self.summary_path = self.out / "summary.json"
         self.summary = json.loads(self.summary_path.read_text()) if resume and self.summary_path.is_file() else {}
         self.summary.update(objective=objective, train_frames=len(self.train_indices),
-                            train_samples=len(dataset), val_frames=len(self.val_indices),
+                            train_samples=len(self.objective.dataset), val_frames=len(self.val_indices),
                             total_steps=self.total_steps, checkpoint=str((self.out / BEST).resolve()))
         if hasattr(self.objective, "selection"):
             self.summary["dropped_targets"] = dict(self.objective.selection.dropped)
         if getattr(self.objective, "teacher", None) is not None:
             self.summary["teacher"] = self.objective.teacher
-        self.labelled = self.source[self.val_indices[0]].depth is not None  # validation metrics possible
-        if not self.labelled:
-            log.warning("the validation frames have no depth: no metrics; best.pth holds the latest weights")
-        self.show_progress = show_progress and self.accelerator.is_local_main_process
-        self.started = time.monotonic()
 
     # -- outputs ---------------------------------------------------------------------------------------------
 

@@ -133,32 +133,11 @@ def prepare_trainable(model: torch.nn.Module, cfg: OptimConfig) -> tuple[torch.n
         raise ValueError(f"optim.trainable: {cfg.trainable} needs a model with an encoder/head split (Depth Anything "
                          "V2); use full or norms_biases")
     if cfg.trainable == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        targets = [name for name, module in split[0].named_modules()
-                   if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS]
-        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                          target_modules=[f"pretrained.{n}" for n in targets])
-        model = get_peft_model(model, lora)
-        params = [p for p in model.parameters() if p.requires_grad]
-        return model, [{"params": params, "lr": lr}]
+        return _lora(model, split[0], cfg)
     if cfg.trainable == "scale":
-        model.requires_grad_(False)
-        model = ScaledDepth(model)
-        log.info("training scale: 1 global depth factor, the %d weights fixed",
-                 sum(p.numel() for p in model.model.parameters()))
-        return model, [{"params": [model.log_scale], "lr": lr}]
+        return _scale_only(model, lr)
     if cfg.trainable == "uncertainty":
-        if getattr(model, "sigma_head", None) is None:
-            raise ValueError("optim.trainable: uncertainty needs a model with a sigma head (model.uncertainty: true)")
-        model.requires_grad_(False)
-        params = list(model.sigma_head.parameters())
-        for p in params:
-            p.requires_grad_(True)
-        log.info("training uncertainty: the sigma head's %d parameters, the other %d fixed",
-                 sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()) - sum(
-                     p.numel() for p in params))
-        return model, [{"params": params, "lr": lr}]
+        return _sigma_head_only(model, lr)
     if cfg.trainable == "full":
         chosen = {id(p) for p in model.parameters()}
     elif cfg.trainable == "head":
@@ -176,6 +155,40 @@ def prepare_trainable(model: torch.nn.Module, cfg: OptimConfig) -> tuple[torch.n
     count = sum(p.numel() for g in groups for p in g["params"])
     log.info("training %s: %d of %d parameters", cfg.trainable, count, sum(p.numel() for p in model.parameters()))
     return model, [g for g in groups if g["params"]]
+
+
+def _lora(model: torch.nn.Module, encoder: torch.nn.Module, cfg: OptimConfig) -> tuple[torch.nn.Module, list[dict]]:
+    """peft LoRA adapters on the encoder's :data:`LORA_TARGETS` linear layers; one group at ``lr``."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = [name for name, module in encoder.named_modules()
+               if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS]
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=[f"pretrained.{n}" for n in targets])
+    model = get_peft_model(model, lora)
+    return model, [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}]
+
+
+def _scale_only(model: torch.nn.Module, lr: float) -> tuple[torch.nn.Module, list[dict]]:
+    """Every weight frozen; one global log-scale factor (:class:`ScaledDepth`) at ``lr``."""
+    model.requires_grad_(False)
+    model = ScaledDepth(model)
+    log.info("training scale: 1 global depth factor, the %d weights fixed",
+             sum(p.numel() for p in model.model.parameters()))
+    return model, [{"params": [model.log_scale], "lr": lr}]
+
+
+def _sigma_head_only(model: torch.nn.Module, lr: float) -> tuple[torch.nn.Module, list[dict]]:
+    """Only ``model.sigma_head`` trains, at ``lr``. Raises ValueError for a model without one."""
+    if getattr(model, "sigma_head", None) is None:
+        raise ValueError("optim.trainable: uncertainty needs a model with a sigma head (model.uncertainty: true)")
+    model.requires_grad_(False)
+    params = list(model.sigma_head.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    trained = sum(p.numel() for p in params)
+    log.info("training uncertainty: the sigma head's %d parameters, the other %d fixed", trained,
+             sum(p.numel() for p in model.parameters()) - trained)
+    return model, [{"params": params, "lr": lr}]
 
 
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:

@@ -19,6 +19,7 @@ import yaml
 from depth_ros.backends import BACKENDS
 from depth_ros.checkpoints import DEFAULT_MODEL
 from depth_ros.data.images import MAX_IMAGE_PIXELS
+from depth_ros.errors import ConfigError
 from depth_ros.estimator import PRECISIONS
 from depth_ros.models import ENCODERS
 from depth_ros.ros.conversions import DEPTH_TRANSPORTS
@@ -30,10 +31,6 @@ DEFAULT_CAMERA_TO_BASE = (0.0, 0.0, 0.5, -math.pi / 2, 0.0, -math.pi / 2)
 MAX_GRID_CELLS = 4_000_000  # e.g. 100 m x 100 m at 5 cm; the grid and its ray casting are per frame
 MIN_DIAGNOSTICS_PERIOD = 0.1  # s, at most 10 status messages per second
 MIN_IMAGE_PIXELS = 14 * 14  # one network patch
-
-
-class ConfigError(ValueError):
-    """A parameter value that the node cannot run with; the message names the parameter and the rule."""
 
 
 def _param(default: Any, doc: str) -> Any:

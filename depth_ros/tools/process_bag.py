@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from depth_ros.data.rosbag import IMAGE_TYPES, USE_RECTIFIED, BagReader, default_info_topic
+from depth_ros.files import staged_folder
 from depth_ros.frame import Frame, NoCameraError
 from depth_ros.ros.conversions import header_msg, stamp_ns
 from depth_ros.tools.cli import Skipped, run_cli
@@ -201,14 +200,9 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
         if copy_input:
             _check_copyable(bag, topics.values())
         pipeline = pipeline or DepthPipeline.from_config(config)
-        output_bag.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output_bag.name}.", suffix=".partial", dir=output_bag.parent))
-        try:
-            with Writer(staging / output_bag.name, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
-                summary = _write_outputs(bag, writer, topics, pipeline, config, copy_input, progress, strict)
-            (staging / output_bag.name).rename(output_bag)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        with staged_folder(output_bag) as staging, \
+                Writer(staging, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+            summary = _write_outputs(bag, writer, topics, pipeline, config, copy_input, progress, strict)
     return summary
 
 

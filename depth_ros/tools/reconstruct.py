@@ -27,15 +27,14 @@ import argparse
 import json
 import logging
 import resource
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from depth_ros.files import staged_folder
 from depth_ros.tools.cli import run_cli
 
 log = logging.getLogger(__name__)
@@ -179,13 +178,9 @@ def reconstruct(args: argparse.Namespace, progress: bool = True) -> dict:
                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "options": vars(options) | {"stride": args.stride, "frames": args.frames}}
     log.info("%s", report.line())
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
-    try:
+    with staged_folder(output) as staging:
+        staging.mkdir()
         write_outputs(staging, fusion, args, summary)
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return summary
 
 
