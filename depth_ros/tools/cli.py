@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from depth_ros.checkpoints import CheckpointError
 
@@ -26,3 +30,24 @@ def run_cli(name: str, main: Callable[[], int | None]) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+@contextmanager
+def staged_output(output: str | Path) -> Iterator[Path]:
+    """Write ``output`` atomically: yields a path (not yet existing) inside a temporary folder beside ``output``;
+    when the block ends normally, what was written there is renamed to ``output``; on an error or Ctrl-C it is
+    removed, so no half-written result ever carries the final name.
+
+    Raises:
+        FileExistsError: ``output`` exists (checked before anything is written).
+    """
+    output = Path(output)
+    if output.exists():
+        raise FileExistsError(f"{output}: already exists; remove it or choose another output")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
+    try:
+        yield staging / output.name
+        (staging / output.name).rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

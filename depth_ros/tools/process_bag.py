@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,7 @@ from tqdm import tqdm
 from depth_ros.data.rosbag import IMAGE_TYPES, USE_RECTIFIED, BagReader, default_info_topic
 from depth_ros.frame import Frame, NoCameraError
 from depth_ros.ros.conversions import header_msg, stamp_ns
-from depth_ros.tools.cli import run_cli
+from depth_ros.tools.cli import run_cli, staged_output
 
 if TYPE_CHECKING:
     from depth_ros.geometry.camera import PinholeCamera
@@ -212,10 +210,8 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
                 raise ValueError(f"{bag.path}: cannot copy ROS 1 messages of types without a ROS 2 definition in "
                                  f"rosbags: {', '.join(unknown)}; run without --copy-input")
         pipeline = pipeline or DepthPipeline.from_config(config)
-        output_bag.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output_bag.name}.", suffix=".partial", dir=output_bag.parent))
-        try:
-            writer = Writer(staging / output_bag.name, version=8, storage_plugin=StoragePlugin.MCAP)
+        with staged_output(output_bag) as staging:
+            writer = Writer(staging, version=8, storage_plugin=StoragePlugin.MCAP)
             with writer:
                 typestore = get_typestore(Stores.LATEST)
                 outputs = {name: writer.add_connection(topics[name], msgtype, typestore=typestore)
@@ -252,9 +248,6 @@ def process_bag(input_bag: str | Path, output_bag: str | Path, config, *, pipeli
                             writer.write(outputs[name], time_ns, serialize_message(msg))
                             counts[topics[name]] += 1
                         frames += 1
-            (staging / output_bag.name).rename(output_bag)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return ProcessSummary(frames, counts, skipped)
 
 
