@@ -9,12 +9,16 @@ with the network's depth at the same pixels. Here:
 2. Tracking: corners of the reference (``cv2.goodFeaturesToTrack``) are followed into the current image with
    pyramidal Lucas-Kanade optical flow (``cv2.calcOpticalFlowPyrLK``) and back; a track whose backward flow does not
    return within ``max_fb_error`` px of its start is dropped (forward-backward check).
-3. Triangulation: with the odometry's relative pose ``T_reference_current`` (metres) both cameras' projection
-   matrices are known, and each track is triangulated linearly (DLT, Hartley & Zisserman, *Multiple View Geometry*,
-   2nd ed., section 12.2; ``cv2.triangulatePoints``) into the current camera's optical frame.
-4. Observation: ``log(z_triangulated / z_network)`` per track; the frame's observation is their median, its
+3. Relative pose: the translation (length and direction) is the odometry's ``T_reference_current`` (metres), what
+   wheel odometry measures well; its rotation is corrected to fit the tracks' epipolar geometry (a depth-free fit
+   with the odometry rotation as prior), so a wandering yaw rate or images and poses not quite in sync do not bias
+   the triangulation.
+4. Triangulation: with that pose both cameras' projection matrices are known, and each track is triangulated
+   linearly (DLT, Hartley & Zisserman, *Multiple View Geometry*, 2nd ed., section 12.2; ``cv2.triangulatePoints``)
+   into the current camera's optical frame.
+5. Observation: ``log(z_triangulated / z_network)`` per track; the frame's observation is their median, its
    uncertainty their robust spread (1.4826 x median absolute deviation).
-5. Filter: a one-state Kalman filter on the log of the factor, with a random-walk process noise (the network's scale
+6. Filter: a one-state Kalman filter on the log of the factor, with a random-walk process noise (the network's scale
    error changes slowly with the scene), fuses the observations.
 
 Frames that cannot give a trustworthy observation are rejected with a named reason (:data:`REJECTIONS`): too little
@@ -48,10 +52,9 @@ ROTATION = "pure rotation"
 LOW_PARALLAX = "low parallax"
 FEW_TRACKS = "too few tracked points"
 POSE_JUMP = "pose jump"
-UNOBSERVABLE = "scale not observable"
 CLOCK_JUMP = "clock jump"
 GAP = "gap between frames"
-REJECTIONS = (DARK, FROZEN, NOT_MOVED, ROTATION, LOW_PARALLAX, FEW_TRACKS, UNOBSERVABLE, POSE_JUMP, CLOCK_JUMP, GAP)
+REJECTIONS = (DARK, FROZEN, NOT_MOVED, ROTATION, LOW_PARALLAX, FEW_TRACKS, POSE_JUMP, CLOCK_JUMP, GAP)
 """Every reason :meth:`InstantScale.update` gives for a frame that made no observation."""
 
 
@@ -70,8 +73,9 @@ class InstantScaleOptions:
         max_features, min_tracks: corners tracked per reference, and tracks a pair needs after the checks.
         max_fb_error: pixels a forward-backward tracked corner may land from where it started (also the scale of
             the robust loss of the rotation fit).
-        max_fit_sigma: log standard deviation of the rotation fit's factor above which the pair is rejected as
-            "scale not observable".
+        track_noise: pixels of error of a track assumed by the rotation fit (weighs the tracks against the prior).
+        rotation_sigma: degrees of error of the odometry's rotation between two paired images (the rotation fit's
+            prior).
         min_texture: grey-level standard deviation (0..255) below which an image is dark or texture-less.
         initial_sigma: standard deviation of the log-factor before the first observation (the factor starts at 1).
         process_noise: random-walk standard deviation of the log-factor per square root of a second.
@@ -88,7 +92,8 @@ class InstantScaleOptions:
     max_features: int = 300
     min_tracks: int = 20
     max_fb_error: float = 1.0
-    max_fit_sigma: float = 0.1
+    track_noise: float = 0.5
+    rotation_sigma: float = 2.0
     min_texture: float = 8.0
     initial_sigma: float = 0.5
     process_noise: float = 0.02
@@ -191,10 +196,12 @@ class InstantScale:
             self._set_reference(gray, pose, stamp_ns)
             return self._result(FEW_TRACKS)
         log_ratios = self._log_ratios(*tracks, current_from_reference, camera, depth)
+        if log_ratios == LOW_PARALLAX and not self._reference_expired(stamp_ns):
+            return self._result(LOW_PARALLAX)  # the reference waits for more baseline
         self._set_reference(gray, pose, stamp_ns)
         if isinstance(log_ratios, str):
             return self._result(log_ratios)
-        return self._fuse(*log_ratios, stamp_ns)
+        return self._fuse(log_ratios, stamp_ns)
 
     # --- steps ------------------------------------------------------------------------------------------------
     def _check_time(self, stamp_ns: int) -> str | None:
@@ -247,50 +254,56 @@ class InstantScale:
         return reference.corners.reshape(-1, 2)[keep].astype(np.float64), forward.reshape(-1, 2)[keep].astype(
             np.float64)
 
-    def _refine_rotation(self, in_reference: np.ndarray, in_current: np.ndarray, z_network: np.ndarray,
-                         reference_from_current: np.ndarray, camera: PinholeCamera) -> tuple[np.ndarray, float]:
-        """Odometry rotation corrected by the images: ``T_reference_current`` with the rotation that, with the
-        odometry translation and the network depth times one free factor, best reprojects the current image's
-        tracks onto the reference's (robust least squares, ``scipy.optimize.least_squares``, soft-L1 loss in px);
-        and the standard deviation of that factor's log from the fit's covariance (large: not observable, e.g. a
-        flat scene seen while moving sideways, where a rotation and a depth change move the image alike).
+    def _refine_rotation(self, in_reference: np.ndarray, in_current: np.ndarray,
+                         reference_from_current: np.ndarray, camera: PinholeCamera) -> np.ndarray:
+        """Odometry rotation corrected by the images: ``T_reference_current`` with the rotation that best fits the
+        epipolar geometry of the tracks for the odometry's translation direction (Sampson distances, H&Z section
+        11.4.3), the odometry rotation being a prior of ``rotation_sigma`` degrees (least squares,
+        ``scipy.optimize.least_squares``, fitted twice: the second time without the tracks beyond 3 σ).
 
-        The translation length is what odometry measures well; a small rotation error between the images (a
-        wandering yaw rate, unsynchronised poses) shifts every track alike and would bias triangulated depth."""
-        rays = np.c_[in_current, np.ones(len(in_current))] @ np.linalg.inv(camera.K).T * z_network[:, None]
+        The translation length is what odometry measures well; a rotation error between the images (a wandering
+        yaw rate, unsynchronised poses) would bias the triangulated depth. The fit needs no depth, so it cannot
+        take a depth error for a rotation; a rotation that moves points along the epipolar lines (a pan while
+        moving sideways) is not seen by it and stays the odometry's."""
+        options = self.options
+        inverse_k = np.linalg.inv(camera.K)
+        current = np.c_[in_current, np.ones(len(in_current))]
+        reference = np.c_[in_reference, np.ones(len(in_reference))]
         rotation, translation = reference_from_current[:3, :3], reference_from_current[:3, 3]
+        skew = np.array([[0, -translation[2], translation[1]], [translation[2], 0, -translation[0]],
+                         [-translation[1], translation[0], 0]]) / np.linalg.norm(translation)
+        prior = 1.0 / math.radians(options.rotation_sigma)
+        keep = np.ones(len(current), bool)
 
-        def residuals(x):
-            corrected = Rotation.from_rotvec(x[:3]).as_matrix() @ rotation
-            points = math.exp(x[3]) * rays @ corrected.T + translation
-            return (_project(camera, points) - in_reference).ravel()
+        def residuals(x):  # Sampson distances in units of track_noise, then the prior
+            corrected = Rotation.from_rotvec(x).as_matrix() @ rotation
+            fundamental = inverse_k.T @ skew @ corrected @ inverse_k  # x_reference^T F x_current = 0
+            lines_reference, lines_current = current[keep] @ fundamental.T, reference[keep] @ fundamental
+            algebraic = np.sum(reference[keep] * lines_reference, axis=1)
+            norm = np.sqrt(lines_reference[:, 0] ** 2 + lines_reference[:, 1] ** 2 + lines_current[:, 0] ** 2
+                           + lines_current[:, 1] ** 2)
+            return np.r_[algebraic / norm / options.track_noise, prior * x]
 
-        fit = least_squares(residuals, np.array([0.0, 0.0, 0.0, self._log_factor]), loss="soft_l1",
-                            f_scale=self.options.max_fb_error, x_scale=np.array([0.01, 0.01, 0.01, 0.1]))
-        jacobian = fit.jac
-        noise = float(np.median(np.abs(fit.fun))) * 1.4826 + 1e-6
-        try:
-            sigma = math.sqrt(np.linalg.inv(jacobian.T @ jacobian)[3, 3]) * noise
-        except np.linalg.LinAlgError:
-            sigma = math.inf
+        fit = least_squares(residuals, np.zeros(3), x_scale=0.01)
+        errors = np.abs(fit.fun[:-3])
+        keep = errors < 3.0 * max(1.0, 1.4826 * float(np.median(errors)))
+        if keep.sum() >= options.min_tracks:
+            fit = least_squares(residuals, fit.x, x_scale=0.01)
         refined = reference_from_current.copy()
-        refined[:3, :3] = Rotation.from_rotvec(fit.x[:3]).as_matrix() @ rotation
-        return refined, sigma
+        refined[:3, :3] = Rotation.from_rotvec(fit.x).as_matrix() @ rotation
+        return refined
 
     def _log_ratios(self, in_reference: np.ndarray, in_current: np.ndarray, current_from_reference: np.ndarray,
-                    camera: PinholeCamera, depth: np.ndarray) -> tuple[np.ndarray, float] | str:
-        """log(triangulated depth / network depth) of the tracks with enough parallax and the fit's log σ, or a
-        rejection reason."""
+                    camera: PinholeCamera, depth: np.ndarray) -> np.ndarray | str:
+        """log(triangulated depth / network depth) of the tracks with enough parallax, or a rejection reason."""
         options, k = self.options, camera.K
         z_network = _sample(depth, in_current, camera)
         known = np.isfinite(z_network) & (z_network > 0)
         if known.sum() < options.min_tracks:
             return FEW_TRACKS
         in_reference, in_current, z_network = in_reference[known], in_current[known], z_network[known]
-        reference_from_current, sigma = self._refine_rotation(in_reference, in_current, z_network,
-                                                              np.linalg.inv(current_from_reference), camera)
-        if not sigma <= options.max_fit_sigma:
-            return UNOBSERVABLE
+        reference_from_current = self._refine_rotation(in_reference, in_current,
+                                                       np.linalg.inv(current_from_reference), camera)
         # where each current corner would be in the reference after the rotation alone (homography K R K^-1)
         rotated = _apply_homography(k @ reference_from_current[:3, :3] @ np.linalg.inv(k), in_current)
         parallax = np.linalg.norm(in_reference - rotated, axis=1)
@@ -304,15 +317,15 @@ class InstantScale:
         valid = (parallax >= options.min_parallax / 2) & (points[2] > 0) & (z_in_reference > 0)
         if valid.sum() < options.min_tracks:
             return FEW_TRACKS
-        return np.log(points[2][valid] / z_network[valid]), sigma
+        return np.log(points[2][valid] / z_network[valid])
 
-    def _fuse(self, log_ratios: np.ndarray, fit_sigma: float, stamp_ns: int) -> ScaleEstimate:
-        """Kalman update of the log-factor with this frame's median log ratio; its variance is the larger of the
-        tracks' robust spread and the rotation fit's σ (floored at ``min_sigma``)."""
+    def _fuse(self, log_ratios: np.ndarray, stamp_ns: int) -> ScaleEstimate:
+        """Kalman update of the log-factor with this frame's median log ratio; its standard deviation is the
+        tracks' robust spread, at least ``min_sigma``."""
         options = self.options
         observed = float(np.median(log_ratios))
         spread = 1.4826 * float(np.median(np.abs(log_ratios - observed)))
-        noise = max(spread, fit_sigma, options.min_sigma) ** 2
+        noise = max(spread, options.min_sigma) ** 2
         if self._filter_stamp is not None:
             self._variance += options.process_noise ** 2 * max(0.0, (stamp_ns - self._filter_stamp) * 1e-9)
         self._filter_stamp = stamp_ns
