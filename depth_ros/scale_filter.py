@@ -196,7 +196,7 @@ class InstantScale:
             self._set_reference(gray, pose, stamp_ns)
             return self._result(FEW_TRACKS)
         log_ratios = self._log_ratios(*tracks, current_from_reference, camera, depth)
-        if log_ratios == LOW_PARALLAX and not self._reference_expired(stamp_ns):
+        if isinstance(log_ratios, str) and log_ratios == LOW_PARALLAX and not self._reference_expired(stamp_ns):
             return self._result(LOW_PARALLAX)  # the reference waits for more baseline
         self._set_reference(gray, pose, stamp_ns)
         if isinstance(log_ratios, str):
