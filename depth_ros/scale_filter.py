@@ -51,10 +51,11 @@ NOT_MOVED = "not moved enough"
 ROTATION = "pure rotation"
 LOW_PARALLAX = "low parallax"
 FEW_TRACKS = "too few tracked points"
+OUTLIER = "observation far from the estimate"
 POSE_JUMP = "pose jump"
 CLOCK_JUMP = "clock jump"
 GAP = "gap between frames"
-REJECTIONS = (DARK, FROZEN, NOT_MOVED, ROTATION, LOW_PARALLAX, FEW_TRACKS, POSE_JUMP, CLOCK_JUMP, GAP)
+REJECTIONS = (DARK, FROZEN, NOT_MOVED, ROTATION, LOW_PARALLAX, FEW_TRACKS, OUTLIER, POSE_JUMP, CLOCK_JUMP, GAP)
 """Every reason :meth:`InstantScale.update` gives for a frame that made no observation."""
 
 
@@ -77,6 +78,8 @@ class InstantScaleOptions:
         rotation_sigma: degrees of error of the odometry's rotation between two paired images (the rotation fit's
             prior).
         min_texture: grey-level standard deviation (0..255) below which an image is dark or texture-less.
+        gate, gate_after: once ``gate_after`` observations are fused, an observation more than ``gate`` standard
+            deviations (of estimate and observation) from the estimate is rejected as an outlier.
         initial_sigma: standard deviation of the log-factor before the first observation (the factor starts at 1).
         process_noise: random-walk standard deviation of the log-factor per square root of a second.
         min_sigma: floor of an observation's log standard deviation (tracks share odometry and network errors,
@@ -96,6 +99,8 @@ class InstantScaleOptions:
     rotation_sigma: float = 2.0
     min_texture: float = 8.0
     initial_sigma: float = 0.5
+    gate: float = 3.0
+    gate_after: int = 5
     process_noise: float = 0.02
     min_sigma: float = 0.1
 
@@ -250,7 +255,8 @@ class InstantScale:
         forward, ok, _ = cv2.calcOpticalFlowPyrLK(reference.gray, gray, reference.corners, None, **window)
         backward, ok_back, _ = cv2.calcOpticalFlowPyrLK(gray, reference.gray, forward, None, **window)
         error = np.linalg.norm((backward - reference.corners).reshape(-1, 2), axis=1)
-        keep = (ok.ravel() == 1) & (ok_back.ravel() == 1) & (error < self.options.max_fb_error)
+        inside = np.all((forward >= 0) & (forward <= np.array(gray.shape[::-1]) - 1), axis=2).ravel()
+        keep = (ok.ravel() == 1) & (ok_back.ravel() == 1) & (error < self.options.max_fb_error) & inside
         return reference.corners.reshape(-1, 2)[keep].astype(np.float64), forward.reshape(-1, 2)[keep].astype(
             np.float64)
 
@@ -259,7 +265,8 @@ class InstantScale:
         """Odometry rotation corrected by the images: ``T_reference_current`` with the rotation that best fits the
         epipolar geometry of the tracks for the odometry's translation direction (Sampson distances, H&Z section
         11.4.3), the odometry rotation being a prior of ``rotation_sigma`` degrees (least squares,
-        ``scipy.optimize.least_squares``, fitted twice: the second time without the tracks beyond 3 σ).
+        ``scipy.optimize.least_squares``; twice, each time without the tracks beyond 3 σ of the previous solution:
+        corners on occlusion edges move unlike any point).
 
         The translation length is what odometry measures well; a rotation error between the images (a wandering
         yaw rate, unsynchronised poses) would bias the triangulated depth. The fit needs no depth, so it cannot
@@ -284,13 +291,16 @@ class InstantScale:
                            + lines_current[:, 1] ** 2)
             return np.r_[algebraic / norm / options.track_noise, prior * x]
 
-        fit = least_squares(residuals, np.zeros(3), x_scale=0.01)
-        errors = np.abs(fit.fun[:-3])
-        keep = errors < 3.0 * max(1.0, 1.4826 * float(np.median(errors)))
-        if keep.sum() >= options.min_tracks:
-            fit = least_squares(residuals, fit.x, x_scale=0.01)
+        solution = np.zeros(3)
+        for _ in range(2):  # drop the tracks beyond 3 σ at the current solution, fit the others
+            errors = np.abs(residuals(solution)[:-3])
+            inliers = errors < 3.0 * max(1.0, 1.4826 * float(np.median(errors)))
+            if inliers.sum() < options.min_tracks:
+                break
+            keep[keep] = inliers
+            solution = least_squares(residuals, solution, x_scale=0.01).x
         refined = reference_from_current.copy()
-        refined[:3, :3] = Rotation.from_rotvec(fit.x).as_matrix() @ rotation
+        refined[:3, :3] = Rotation.from_rotvec(solution).as_matrix() @ rotation
         return refined
 
     def _log_ratios(self, in_reference: np.ndarray, in_current: np.ndarray, current_from_reference: np.ndarray,
@@ -329,6 +339,9 @@ class InstantScale:
         if self._filter_stamp is not None:
             self._variance += options.process_noise ** 2 * max(0.0, (stamp_ns - self._filter_stamp) * 1e-9)
         self._filter_stamp = stamp_ns
+        if self._count >= options.gate_after and abs(observed - self._log_factor) > options.gate * math.sqrt(
+                self._variance + noise):
+            return self._result(OUTLIER)  # the variance grew meanwhile: a lasting change gets through in time
         gain = self._variance / (self._variance + noise)
         self._log_factor += gain * (observed - self._log_factor)
         self._variance *= 1.0 - gain
