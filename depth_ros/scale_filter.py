@@ -99,7 +99,7 @@ class InstantScaleOptions:
     rotation_sigma: float = 2.0
     min_texture: float = 8.0
     initial_sigma: float = 0.5
-    gate: float = 3.0
+    gate: float = 5.0
     gate_after: int = 5
     process_noise: float = 0.02
     min_sigma: float = 0.1
