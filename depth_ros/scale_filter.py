@@ -101,7 +101,7 @@ class InstantScaleOptions:
     initial_sigma: float = 0.5
     gate: float = 5.0
     gate_after: int = 5
-    process_noise: float = 0.02
+    process_noise: float = 0.005
     min_sigma: float = 0.1
 
 
