@@ -70,6 +70,7 @@ setup(
             "play_bag = depth_ros.tools.play_bag:main",
             "depth_ros_export = depth_ros.tools.export:main",
             "reconstruct = depth_ros.tools.reconstruct:main",
+            "noisy_odometry = depth_ros.tools.noisy_odometry:main",
         ],
     },
 )

@@ -13,7 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 COLCON = Path(sys.executable).with_name("colcon")
-SCRIPTS = ("depth_node", "adaptation_node", "infer", "process_bag", "play_bag", "depth_ros_export", "reconstruct")
+SCRIPTS = ("depth_node", "adaptation_node", "infer", "process_bag", "play_bag", "depth_ros_export", "reconstruct",
+           "noisy_odometry")
 # Written into every copied source tree: the weights globs are checked even before real weights are bundled.
 PROBES = ("weights/packaging-probe.safetensors", "weights/packaging-probe.md")
 
@@ -82,7 +83,8 @@ def test_wheel_declares_the_console_scripts(wheel):
     for script in ("depth_node = depth_ros.ros.depth_node:main", "infer = depth_ros.tools.infer:main",
                    "adaptation_node = depth_ros.ros.adaptation_node:main", "play_bag = depth_ros.tools.play_bag:main",
                    "process_bag = depth_ros.tools.process_bag:main",
-                   "depth_ros_export = depth_ros.tools.export:main", "reconstruct = depth_ros.tools.reconstruct:main"):
+                   "depth_ros_export = depth_ros.tools.export:main", "reconstruct = depth_ros.tools.reconstruct:main",
+                   "noisy_odometry = depth_ros.tools.noisy_odometry:main"):
         assert script in text
 
 
