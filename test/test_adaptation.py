@@ -1,5 +1,5 @@
-"""OnlineAdapter (depth_ros.adaptation): keyframe gating, rejections, replay, guarded publishing and rollback, on
-real 7-Scenes frames with their ground-truth camera poses."""
+"""OnlineAdapter (depth_ros.learning.adaptation): keyframe gating, rejections, replay, guarded publishing and
+rollback, on real 7-Scenes frames with their ground-truth camera poses."""
 
 import math
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from depth_ros.adaptation import LATEST, AdaptationConfig, OnlineAdapter
 from depth_ros.checkpoints import load_checkpoint
 from depth_ros.data.tum import TumRGBD
 from depth_ros.geometry.transform import PoseTrajectory, pose_matrix
+from depth_ros.learning.adaptation import LATEST, AdaptationConfig, OnlineAdapter
 from depth_ros.testing import random_checkpoint
 
 

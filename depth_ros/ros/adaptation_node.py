@@ -23,9 +23,9 @@ The camera pose of an image is ``T_odom_base(t) @ T_base_camera``, with the odom
 odometry after its stamp (at most ``odom_tolerance`` s beyond the newest odometry sample); one without odometry
 around its stamp is rejected and counted. With ``pose_source: tf`` it is tf2's ``T_fixed_camera`` at the stamp (tf2
 interpolates); an image waits until tf2 can give it, and is rejected once a later image's pose is known. The
-learning itself is :class:`depth_ros.adaptation.OnlineAdapter` (keyframes, replay, guards); it runs in a background
-thread at most ``max_updates_per_second`` times per second with ``threads`` torch threads, so a depth_node on the
-same machine keeps its rate.
+learning itself is :class:`depth_ros.learning.adaptation.OnlineAdapter` (keyframes, replay, guards); it runs in a
+background thread at most ``max_updates_per_second`` times per second with ``threads`` torch threads, so a
+depth_node on the same machine keeps its rate.
 
 Parameters: :class:`AdaptationNodeConfig` (documented in config/adaptation.yaml).
 """
@@ -51,12 +51,12 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
-from depth_ros.adaptation import AdaptationConfig, OnlineAdapter
 from depth_ros.data.images import MAX_IMAGE_PIXELS
 from depth_ros.estimator import DepthEstimator
 from depth_ros.frame import CameraInfoCache, NoCameraError
 from depth_ros.geometry.camera import PinholeCamera
 from depth_ros.geometry.transform import PoseLookupError, pose_matrix, pose_msg_to_matrix
+from depth_ros.learning.adaptation import AdaptationConfig, OnlineAdapter
 from depth_ros.learning.config import TRAINABLE
 from depth_ros.metrics import evaluate_depth, reference_at
 from depth_ros.ros.conversions import (
